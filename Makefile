@@ -1,0 +1,48 @@
+# The two entry points of the README:
+#   make demo   install, generate + build the mini corpus, train, decode, CER
+#   make test   install, lint, run the test suite (what .ci/run runs)
+# Every step installs what it needs itself; nothing is assumed by hand.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Demo knobs: corpus size and where things go.
+MINI_UTTERANCES ?= 3000
+MINI_RAW := data/mini_kspon
+DATA_DIR := data/tfds
+WORKDIR ?= runs/mini
+
+.PHONY: demo test install system-deps corpus train decode lint clean
+
+# Debian packages the mini corpus generator needs (espeak-ng's Korean voice,
+# sox for resampling). Installed only when missing.
+system-deps:
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
+	  echo "Installing espeak-ng and sox (Debian packages)..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq espeak-ng sox >/dev/null || { \
+	    echo "Could not install espeak-ng and sox: run 'apt-get install espeak-ng sox' as root."; exit 1; }; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: system-deps $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+corpus: install
+	$(BIN)/python -m las_jax.data.make_mini_kspon $(MINI_RAW) --num_utterances $(MINI_UTTERANCES)
+
+clean:
+	rm -rf $(VENV) data runs

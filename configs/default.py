@@ -1,0 +1,170 @@
+"""Default configuration: every knob of las_jax, one comment each.
+
+Variant configs (`kspon.py`, `mini.py`, `deepspeech2.py`, `tiny.py`) import
+this file and override fields. Any field can be overridden on the command
+line: `python train.py --config configs/kspon.py --config.train.batch_size=64`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default configuration."""
+  config = ml_collections.ConfigDict()
+
+  # Seed for parameter init, dropout, SpecAugment and data shuffling.
+  config.seed = 0
+
+  # ----------------------------------------------------------------- data --
+  config.data = data = ml_collections.ConfigDict()
+  # TFDS builder name: 'ksponspeech' (also builds mini_kspon) or 'manifest'.
+  data.dataset = 'ksponspeech'
+  # TFDS builder config: 'phonetic' (KoSpeech default) or 'spelling' (ESPnet).
+  data.transcription = 'phonetic'
+  # Where TFDS writes/reads prepared datasets.
+  data.data_dir = 'data/tfds'
+  # Manual directory holding KsponSpeech_0N/ and scripts/*.trn.
+  data.manual_dir = 'data/KsponSpeech'
+  # Split names used for training, development and test.
+  data.train_split = 'train'
+  data.dev_split = 'dev'
+  data.test_split = 'eval_clean'
+
+  # -------------------------------------------------- input (pipeline) --
+  config.input = inp = ml_collections.ConfigDict()
+  # Global batch size (all hosts together; each host gets batch_size / hosts).
+  inp.batch_size = 32
+  # Global batch size for evaluation and dataset decoding.
+  inp.eval_batch_size = 32
+  # Padded audio lengths in seconds: one bucket per entry; longer training
+  # utterances are dropped (and counted), longer eval ones get an extra bucket.
+  inp.audio_buckets_s = (2.0, 4.0, 6.0, 8.0, 11.0, 15.0, 20.0)
+  # Padded target lengths in tokens (EOS included), same rules as above.
+  inp.token_buckets = (32, 64, 128, 256)
+  # Trim leading/trailing silence (KoSpeech del_silence) before bucketing.
+  inp.trim_silence = True
+  # Silence threshold in dB below peak for trimming (KoSpeech: 30).
+  inp.trim_top_db = 30
+  # Worker processes loading batches (grain mp_prefetch); 0 = in-process.
+  inp.num_workers = 0
+  # Threads reading and collating batches in each process; 0 = synchronous.
+  inp.num_threads = 2
+  # Batches buffered ahead by the reader threads.
+  inp.prefetch_buffer_size = 4
+  # Directory for per-split length caches (one small .npz per split and
+  # settings), so restarts skip a full pass over the audio; '' = no cache.
+  inp.lengths_cache_dir = ''
+
+  # ------------------------------------------------------------ features --
+  config.features = feats = ml_collections.ConfigDict()
+  # Audio sample rate in Hz (all corpora are resampled to it).
+  feats.sample_rate = 16000
+  # Mel bins (KoSpeech: 80).
+  feats.num_mels = 80
+  # STFT window length in ms: n_fft = sample_rate * ms / 1000 (20 ms = 320).
+  feats.frame_length_ms = 20
+  # STFT hop in ms (10 ms = 160 samples).
+  feats.frame_shift_ms = 10
+  # STFT window (librosa/scipy name); 'hann' as librosa's melspectrogram.
+  feats.window = 'hann'
+  # Lowest mel filter edge in Hz.
+  feats.fmin = 0.0
+  # Highest mel filter edge in Hz; None = sample_rate / 2.
+  feats.fmax = None
+  # Power floor before the log (librosa power_to_db amin).
+  feats.amin = 1e-10
+  # Dynamic range kept below each utterance's peak, in dB; 0 = unclipped.
+  feats.top_db = 80.0
+  # Normalization: 'utterance' (KoSpeech), 'channel' (per bin) or 'none'.
+  feats.normalize = 'utterance'
+  # Reverse each utterance's frames in time (KoSpeech input_reverse).
+  feats.input_reverse = False
+  # Apply SpecAugment in training.
+  feats.spec_augment = True
+  # SpecAugment: frequency mask widths are drawn in [0, freq_mask_param).
+  feats.freq_mask_param = 18
+  # SpecAugment: frequency masks per utterance.
+  feats.num_freq_masks = 2
+  # SpecAugment: time masks per utterance.
+  feats.num_time_masks = 4
+  # SpecAugment: time mask widths in [0, ratio * utterance frames) (1/20).
+  feats.time_mask_ratio = 0.05
+  # Probability that a training utterance gets noise mixed in; 0 = off.
+  feats.noise_prob = 0.0
+  # Lowest SNR in dB of mixed-in noise.
+  feats.noise_snr_db_min = 5.0
+  # Highest SNR in dB of mixed-in noise.
+  feats.noise_snr_db_max = 30.0
+
+  # --------------------------------------------------------------- model --
+  config.model = model = ml_collections.ConfigDict()
+  # (fields added by the model owner)
+
+  # --------------------------------------------------------------- train --
+  config.train = train = ml_collections.ConfigDict()
+  # Total optimizer steps (a resumed run continues up to this step).
+  train.num_steps = 200_000
+  # Devices in the `data` mesh; 0 = all (must be 0 in multi-host runs).
+  train.num_devices = 0
+  # Call jax.distributed.initialize() with cluster auto-detection (TPU pods,
+  # SLURM...); JAX_COORDINATOR_ADDRESS in the environment also triggers it.
+  train.distributed = False
+  # Learning-rate schedule: 'tri_stage' (KoSpeech), 'transformer' (Noam) or
+  # 'constant'.
+  train.lr_schedule = 'tri_stage'
+  # Peak learning rate (KoSpeech: 1e-4).
+  train.peak_lr = 1e-4
+  # tri_stage: starting learning rate as a fraction of peak_lr.
+  train.init_lr_scale = 0.01
+  # tri_stage: final learning rate as a fraction of peak_lr.
+  train.final_lr_scale = 0.05
+  # Linear warm-up steps (KoSpeech: 400).
+  train.warmup_steps = 400
+  # tri_stage: steps the peak is held after warm-up.
+  train.hold_steps = 40_000
+  # tri_stage: steps of exponential decay to final_lr_scale * peak_lr.
+  train.decay_steps = 80_000
+  # Gradients are clipped to this global norm (KoSpeech max_grad_norm: 400).
+  train.max_grad_norm = 400.0
+  # Adam beta1.
+  train.adam_b1 = 0.9
+  # Adam beta2.
+  train.adam_b2 = 0.999
+  # Adam epsilon.
+  train.adam_eps = 1e-8
+  # Decoupled weight decay (AdamW); 0 = plain Adam.
+  train.weight_decay = 0.0
+  # Label smoothing of the attention cross entropy (KoSpeech: 0.1).
+  train.label_smoothing = 0.1
+  # Weight of the CTC loss: 0 = attention only (LAS), 1 = CTC only
+  # (DeepSpeech2), in between = joint CTC-attention (KoSpeech joint: 0.3).
+  train.ctc_weight = 0.0
+  # Scheduled sampling: probability of feeding the ground truth at step 0.
+  train.teacher_forcing_ratio = 1.0
+  # Scheduled sampling: floor the probability decays to.
+  train.min_teacher_forcing_ratio = 0.9
+  # Scheduled sampling: steps of the linear decay to the floor (0 = never).
+  train.teacher_forcing_steps = 100_000
+  # Log training metrics every this many steps.
+  train.log_every = 50
+  # Evaluate on the dev split every this many steps (0 = only at the end).
+  train.eval_every = 2_000
+  # Dev utterances used per evaluation (loss and greedy CER); 0 = all.
+  train.eval_utterances = 1_000
+  # Dev utterances whose attention alignments are plotted per evaluation.
+  train.plot_utterances = 3
+  # Save a checkpoint every this many steps (also at the end and on SIGTERM).
+  train.checkpoint_every = 2_000
+  # Latest checkpoints kept (the best-dev-CER one is kept separately).
+  train.keep_checkpoints = 3
+  # Write checkpoints in a background thread.
+  train.async_checkpointing = True
+  # Show a tqdm progress bar on process 0.
+  train.progress_bar = True
+
+  # -------------------------------------------------------------- decode --
+  config.decode = decode = ml_collections.ConfigDict()
+  # (fields added by the decoding owner)
+
+  del inp, feats, model, train, decode  # Sections are filled above.
+  return config
