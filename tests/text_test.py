@@ -1,0 +1,271 @@
+"""Tests for las_jax.text: KsponSpeech normalization and vocabularies."""
+
+import json
+import unicodedata
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from las_jax import text
+from las_jax.text import Vocabulary, normalize_transcript
+
+# (raw KsponSpeech-style line, phonetic, spelling).
+GOLDEN = [
+  (
+    'o/ (70%)/(칠십 퍼센트) 확률이라니 b/ n/',
+    '칠십 퍼센트 확률이라니',
+    '70% 확률이라니',
+  ),
+  (
+    'b/ 그래서 (3G)/(쓰리 쥐) 되나? n/',
+    '그래서 쓰리 쥐 되나?',
+    '그래서 3G 되나?',
+  ),
+  (
+    '아/ 몬 소리야 그 *더 그 +더 뭐야',
+    '아 몬 소리야 그 더 그 더 뭐야',
+    '아 몬 소리야 그 더 그 더 뭐야',
+  ),
+  ('l/ 그 뭐 (1)/(일) 학년 u/', '그 뭐 일 학년', '그 뭐 1 학년'),
+  # Suffix glued to the dual group; filler mark '/' on 음.
+  (
+    'n/ 그러니까 음/ (SNS)/(에스엔에스)에 올렸는데 b/',
+    '그러니까 음 에스엔에스에 올렸는데',
+    '그러니까 음 SNS에 올렸는데',
+  ),
+  # '#' -> 샾, ',' deleted, '?' kept; tags glued to each other.
+  (
+    'u/n/ 어/ 그거 #1 해시태그는, 뭐지?',
+    '어 그거 샾1 해시태그는 뭐지?',
+    '어 그거 샾1 해시태그는 뭐지?',
+  ),
+  # ':' is deleted (KoSpeech), whitespace around the joining '/'.
+  (
+    '(10:30) / (열 시 삼십 분)에 만나자 o/',
+    '열 시 삼십 분에 만나자',
+    '1030에 만나자',
+  ),
+  # A noise-tag letter at the end of a spelled word is not a tag.
+  ('그 (club/)/(클럽) 가자', '그 클럽 가자', '그 club 가자'),
+  # Empty phonetic group (transcriber marked the spelling as silent).
+  ('음 (A)/() 형 b/', '음 형', '음 A 형'),
+  # Repetition '+', disfluency '/', noisy '*', '-' and brackets deleted.
+  (
+    '그+ 그 거-기 [가자]/ *요 ! ',
+    '그 그 거기 가자 요 !',
+    '그 그 거기 가자 요 !',
+  ),
+  # Unbalanced group: parentheses deleted, contents kept (documented).
+  ('그래서 (학교)/(핵교 갔어', '그래서 학교핵교 갔어', '그래서 학교핵교 갔어'),
+  # Nested groups resolve from the inside out.
+  ('((1)/(일))/(하나) 개', '하나 개', '1 개'),
+  ('b/ n/ o/', '', ''),
+  ('  \t', '', ''),
+]
+
+
+@pytest.mark.parametrize('raw,phonetic,spelling', GOLDEN)
+def test_golden_lines(raw, phonetic, spelling):
+  assert normalize_transcript(raw) == phonetic
+  assert normalize_transcript(raw, 'phonetic') == phonetic
+  assert normalize_transcript(raw, 'spelling') == spelling
+
+
+def test_bare_percent_follows_kospeech_per_utterance_words():
+  raw = '그거 한 50% 정도?'
+  assert normalize_transcript(raw, 'spelling') == '그거 한 50% 정도?'
+  assert normalize_transcript(raw) == '그거 한 50퍼센트 정도?'
+  # KoSpeech's hard-coded '프로' utterances.
+  for uid in ('KsponSpeech_501006', 'KsponSpeech_542363.txt'):
+    got = normalize_transcript(raw, utterance_id=uid)
+    assert got == '그거 한 50프로 정도?'
+  got = normalize_transcript(raw, utterance_id='KsponSpeech_087797')
+  assert got == '그거 한 50퍼센트 정도?'
+
+
+def test_decomposed_hangul_is_composed():
+  raw = unicodedata.normalize('NFD', 'b/ 안녕 (1)/(일)')
+  assert normalize_transcript(raw) == '안녕 일'
+  # Jamo split by a deleted mark still compose into one syllable.
+  assert normalize_transcript('\u1100*\u1161') == '가'
+
+
+def test_unknown_mode_raises():
+  with pytest.raises(ValueError, match='transcription'):
+    normalize_transcript('안녕', 'pron')
+
+
+_REMOVED = set('/+*-@$^&[]=:;,()#')
+_RAW_TEXT = st.text(
+  alphabet=st.sampled_from(
+    list('onubl/()+*-@$^&[]=:;,.?!#% \t가나다힣ㅋ0aZ')
+    + ['\u1100', '\u1161', '\u11a8', '\u0301', '\u037e', '\u3000']
+  ),
+  max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=_RAW_TEXT, mode=st.sampled_from(['phonetic', 'spelling']))
+def test_normalization_properties(raw, mode):
+  out = normalize_transcript(raw, mode)
+  assert normalize_transcript(out, mode) == out
+  assert '  ' not in out
+  assert out == out.strip()
+  assert not any(c.isspace() and c != ' ' for c in out)
+  assert not _REMOVED & set(out)
+  if mode == 'phonetic':
+    assert '%' not in out
+
+
+def test_build_orders_by_frequency_then_codepoint():
+  vocab = Vocabulary.build(['나나 가', '다 가나'])
+  # 나 x3, 가 x2, 다 x1; space is always id 4.
+  specials = ('<pad>', '<sos>', '<eos>', '<unk>')
+  assert vocab.tokens == (*specials, ' ', '나', '가', '다')
+  ids = (vocab.pad_id, vocab.sos_id, vocab.eos_id, vocab.unk_id)
+  assert ids == (0, 1, 2, 3)
+  assert Vocabulary.PAD_ID == 0 and Vocabulary.UNK_ID == 3
+  # Ties broken by code point: 가 (U+AC00) before 나 (U+B098).
+  tied = Vocabulary.build(['나가'])
+  assert tied.tokens[5:] == ('가', '나')
+  assert len(vocab) == 8 and vocab.unit == 'char'
+
+
+def test_max_size_counts_specials_and_drops_rarest():
+  vocab = Vocabulary.build(['나나나 가가 다'], max_size=7)
+  assert vocab.tokens[4:] == (' ', '나', '가')
+  assert vocab.encode('다 나') == [3, 4, 5]
+  with pytest.raises(ValueError, match='max_size'):
+    Vocabulary.build(['가'], max_size=4)
+
+
+def test_encode_decode_specials():
+  vocab = Vocabulary.build(['안녕 하세요'])
+  ids = vocab.encode('안녕')
+  assert vocab.decode([1, *ids, 2, *ids]) == '안녕'
+  assert vocab.decode([0, *ids, 0, 0]) == '안녕'
+  assert vocab.decode(vocab.encode('안x')) == '안' + Vocabulary.UNK_CHAR
+  with pytest.raises(ValueError, match='outside the vocabulary'):
+    vocab.decode([len(vocab)])
+
+
+def test_jamo_matches_unicodedata():
+  s = '한국어 음성 인식, abc é'
+  # Decomposition equals NFD on Hangul but leaves other characters alone.
+  assert text.decompose_hangul('한국어') == unicodedata.normalize(
+    'NFD', '한국어'
+  )
+  assert text.decompose_hangul('é') == 'é'
+  assert text.compose_hangul(text.decompose_hangul(s)) == s
+  # Lone jamo (as a model may emit) stay as they are.
+  assert text.compose_hangul('\u1161\u11a8\u1100') == '\u1161\u11a8\u1100'
+
+
+def test_jamo_vocabulary():
+  vocab = Vocabulary.build(['한국 말', '말 가'], unit='jamo')
+  # ㅏ (U+1161) appears in 한, 말, 말, 가: the most frequent unit.
+  assert vocab.tokens[5] == '\u1161'
+  assert all(len(t) == 1 for t in vocab.tokens[4:])
+  ids = vocab.encode('한말')
+  assert len(ids) == 6
+  assert vocab.decode(ids) == '한말'
+  # Unseen syllables made of seen jamo still round trip.
+  assert vocab.decode(vocab.encode('국가')) == '국가'
+
+
+_SYLLABLES = st.characters(min_codepoint=0xAC00, max_codepoint=0xD7A3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(s=st.text(alphabet=_SYLLABLES, max_size=30))
+def test_jamo_round_trip_any_hangul(s):
+  jamo = text.decompose_hangul(s)
+  assert jamo == unicodedata.normalize('NFD', s)
+  assert text.compose_hangul(jamo) == s == unicodedata.normalize('NFC', jamo)
+
+
+_MIXED = st.text(
+  alphabet=st.one_of(
+    _SYLLABLES, st.sampled_from(list(' .?!%샾ㅋaZ09')), st.just('\u2047')
+  ),
+  max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(s=_MIXED, unit=st.sampled_from(['char', 'jamo']))
+def test_encode_decode_round_trip(s, unit):
+  vocab = Vocabulary.build([s, '다른 문장'], unit=unit)
+  ids = vocab.encode(s)
+  assert Vocabulary.UNK_ID not in ids
+  assert vocab.decode(ids) == s
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+  texts=st.lists(_MIXED, max_size=5), unit=st.sampled_from(['char', 'jamo'])
+)
+def test_save_load_round_trip(tmp_path_factory, texts, unit):
+  vocab = Vocabulary.build(texts, unit=unit)
+  path = tmp_path_factory.mktemp('vocab') / 'vocab.json'
+  vocab.save(path)
+  loaded = Vocabulary.load(path)
+  assert loaded == vocab and loaded.unit == unit
+  for t in texts:
+    assert loaded.encode(t) == vocab.encode(t)
+
+
+def test_saved_file_is_readable_utf8(tmp_path):
+  path = tmp_path / 'vocab.json'
+  Vocabulary.build(['가나']).save(path)
+  content = path.read_text(encoding='utf-8')
+  assert '"가"' in content and '"unit": "char"' in content
+  assert len(content.splitlines()) > len(Vocabulary.SPECIALS) + 3
+
+
+@pytest.mark.parametrize(
+  'content,message',
+  [
+    ('not json', 'not a UTF-8 JSON'),
+    ('[1, 2]', 'expected a JSON object'),
+    ('{"unit": "char"}', 'expected a JSON object'),
+    ('{"unit": "word", "tokens": []}', 'unit must be one of'),
+    ('{"unit": "char", "tokens": ["<pad>", " "]}', 'must start with'),
+    (
+      '{"unit": "char", "tokens": ["<pad>", "<sos>", "<eos>", "<unk>", "가"]}',
+      'must be',
+    ),
+    (
+      '{"unit": "char", "tokens": '
+      '["<pad>", "<sos>", "<eos>", "<unk>", " ", "가", "가"]}',
+      'duplicate',
+    ),
+    (
+      '{"unit": "char", "tokens": '
+      '["<pad>", "<sos>", "<eos>", "<unk>", " ", "ab"]}',
+      'one character',
+    ),
+    (
+      '{"unit": "jamo", "tokens": '
+      '["<pad>", "<sos>", "<eos>", "<unk>", " ", "가"]}',
+      'Hangul syllable',
+    ),
+  ],
+)
+def test_load_malformed_names_file(tmp_path, content, message):
+  path = tmp_path / 'bad_vocab.json'
+  path.write_text(content, encoding='utf-8')
+  with pytest.raises(ValueError, match=message) as info:
+    Vocabulary.load(path)
+  assert 'bad_vocab.json' in str(info.value)
+
+
+def test_load_non_utf8_names_file(tmp_path):
+  path = tmp_path / 'cp949.json'
+  path.write_bytes(
+    json.dumps({'unit': '가'}, ensure_ascii=False).encode('cp949')
+  )
+  with pytest.raises(ValueError, match='cp949.json'):
+    Vocabulary.load(path)
