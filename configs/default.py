@@ -19,15 +19,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.data = data = ml_collections.ConfigDict()
   # TFDS builder name: 'ksponspeech' (also builds mini_kspon) or 'manifest'.
   data.dataset = 'ksponspeech'
-  # TFDS builder config: 'phonetic' (KoSpeech default) or 'spelling' (ESPnet).
+  # TFDS builder config: 'phonetic' (KoSpeech default), 'spelling' (ESPnet)
+  # or, for 'manifest' only, 'none' (transcripts as written).
   data.transcription = 'phonetic'
-  # Where TFDS writes/reads prepared datasets.
+  # Where TFDS writes/reads prepared datasets (one per corpus for manifest).
   data.data_dir = 'data/tfds'
-  # Manual directory holding KsponSpeech_0N/ and scripts/*.trn.
+  # Corpus: KsponSpeech_0N/ + scripts/*.trn, or <split>.tsv/.jsonl lists.
   data.manual_dir = 'data/KsponSpeech'
-  # Split names used for training, development and test.
+  # Split used for training.
   data.train_split = 'train'
+  # Split used for evaluation during training.
   data.dev_split = 'dev'
+  # Split used for the final test.
   data.test_split = 'eval_clean'
 
   # -------------------------------------------------- input (pipeline) --
@@ -98,7 +101,41 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --------------------------------------------------------------- model --
   config.model = model = ml_collections.ConfigDict()
-  # (fields added by the model owner)
+  # Model family: 'las' (attention encoder-decoder) or 'deepspeech2' (CTC).
+  model.name = 'las'
+  # Feature bins per frame fed to the extractor (= log-mel bins).
+  model.input_dim = 80
+  # Conv front end: 'vgg' (time / 4, KoSpeech LAS) or 'ds2' (time / 2).
+  model.extractor = 'vgg'
+  # Extractor activation: hardtanh (clip 0..20), relu, elu, leaky_relu,
+  # gelu or swish (KoSpeech's --activation).
+  model.activation = 'hardtanh'
+  # Encoder RNN cell: 'lstm', 'gru' or 'rnn' (KoSpeech's --rnn_type).
+  model.encoder_rnn_type = 'lstm'
+  # Encoder RNN hidden size per direction.
+  model.encoder_hidden = 256
+  # Number of encoder RNN layers.
+  model.encoder_layers = 3
+  # Bidirectional encoder RNN (output width 2 * encoder_hidden).
+  model.bidirectional = True
+  # Encoder layers (0-based) whose input frames are paired, halving time
+  # (pBLSTM); () = plain BiLSTM as in KoSpeech.
+  model.pyramid_layers = ()
+  # Dropout between RNN layers and on decoder inputs.
+  model.dropout = 0.3
+  # Decoder LSTM hidden size (KoSpeech: 2 * encoder_hidden).
+  model.decoder_hidden = 512
+  # Number of decoder LSTM layers.
+  model.decoder_layers = 2
+  # Attention: 'multi-head' (KoSpeech default), 'location' or 'additive'.
+  model.attention = 'multi-head'
+  # Heads of multi-head attention.
+  model.num_heads = 4
+  # Feed the previous context into the decoder LSTM (ESPnet); KoSpeech: no.
+  model.input_feeding = False
+  # Joint CTC-attention loss weight; > 0 adds a CTC head (blank id 0) on
+  # the listener (KoSpeech's joint config: 0.3). DeepSpeech2 ignores it.
+  model.ctc_weight = 0.0
 
   # --------------------------------------------------------------- train --
   config.train = train = ml_collections.ConfigDict()
@@ -165,6 +202,21 @@ def get_config() -> ml_collections.ConfigDict:
   # -------------------------------------------------------------- decode --
   config.decode = decode = ml_collections.ConfigDict()
   # (fields added by the decoding owner)
+  # Beam width of `decode.py` and `Recognizer`; 1 = greedy search.
+  decode.beam_size = 5
+  # Utterances decoded together (rounded down to a power of two for the
+  # last, partial batch of each length bucket).
+  decode.batch_size = 16
+  # Length penalty exponent alpha of beam search (0 = raw log-probability).
+  decode.length_penalty = 0.6
+  # Length penalty form: 'gnmt' ((5 + len) / 6) ** alpha or 'length'.
+  decode.length_norm = 'gnmt'
+  # Joint CTC-attention rescoring weight of the n-best (LAS with a CTC
+  # head); None = train.ctc_weight of the run, 0 = attention only.
+  decode.ctc_weight = None
+  # Token limit per utterance: ratio * encoder frames + 1, capped at the
+  # largest input.token_buckets entry; 0 = only the cap.
+  decode.max_len_ratio = 1.0
 
   del inp, feats, model, train, decode  # Sections are filled above.
   return config

@@ -1,0 +1,235 @@
+"""What the las_jax TFDS builders share: features, example generation, build.
+
+Both builders turn a list of `Utterance`s (audio file + transcript) into
+examples. Utterances whose audio cannot be read or whose transcript
+normalizes to nothing are skipped, never fatal: one bad file in 600,000
+must not lose a day of preparation. Each skip is logged, counted per split
+and written to `skipped_<split>.tsv` in the prepared dataset's directory.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import os
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from las_jax import audio, text
+
+# Transcription modes; 'none' (manifest builder only) collapses whitespace.
+PHONETIC, SPELLING, NONE = 'phonetic', 'spelling', 'none'
+# How many audio files are read ahead by the thread pool.
+_READ_AHEAD = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+  """One line of a transcript list.
+
+  Attributes:
+    id: utterance id, e.g. 'KsponSpeech_000001'.
+    audio_path: absolute path of the audio file.
+    raw_text: transcript as written in the list.
+    source: where the line came from, e.g. 'train.trn:12', for reports.
+  """
+
+  id: str
+  audio_path: str
+  raw_text: str
+  source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+  """A line of a transcript list that produced no example."""
+
+  source: str
+  path: str
+  reason: str
+
+
+def features() -> tfds.features.FeaturesDict:
+  """The features every las_jax speech dataset has."""
+  return tfds.features.FeaturesDict(
+    {
+      'id': tfds.features.Text(),
+      # Raw bytes: TFDS's default int64 lists spend 10 bytes per negative
+      # sample.
+      'audio': tfds.features.Tensor(
+        shape=(None,), dtype=np.int16, encoding=tfds.features.Encoding.BYTES
+      ),
+      'text': tfds.features.Text(),
+      'raw_text': tfds.features.Text(),
+    }
+  )
+
+
+def builder_configs(
+  names: Sequence[str] = (PHONETIC, SPELLING),
+) -> list[tfds.core.BuilderConfig]:
+  """Builder configs named after the transcription mode they apply."""
+  descriptions = {
+    PHONETIC: 'Dual transcriptions (A)/(B) keep the phonetic B (KoSpeech).',
+    SPELLING: 'Dual transcriptions (A)/(B) keep the spelling A (ESPnet).',
+    NONE: 'Transcripts as written, whitespace runs collapsed.',
+  }
+  return [
+    tfds.core.BuilderConfig(name=n, description=descriptions[n]) for n in names
+  ]
+
+
+def normalize(raw: str, transcription: str, utterance_id: str) -> str:
+  """Normalizes a transcript for the builder config `transcription`."""
+  if transcription == NONE:
+    return ' '.join(raw.split())
+  return text.normalize_transcript(
+    raw, transcription, utterance_id=utterance_id
+  )
+
+
+def _read_ahead(
+  utterances: Sequence[Utterance],
+) -> Iterator[tuple[Utterance, np.ndarray | audio.AudioError]]:
+  """Yields (utterance, samples or the error) in order, reading in threads.
+
+  Reading is I/O bound (file system latency on real corpora) and releases
+  the GIL, so a small pool overlaps it with serialization; the window keeps
+  memory bounded on a 600k-file corpus.
+  """
+
+  def read(utt: Utterance) -> np.ndarray | audio.AudioError:
+    try:
+      return audio.read_audio(utt.audio_path)
+    except audio.AudioError as e:
+      return e
+
+  workers = min(8, (os.cpu_count() or 1) + 2)
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    pending = collections.deque()
+    for utt in utterances:
+      pending.append((utt, pool.submit(read, utt)))
+      if len(pending) >= _READ_AHEAD:
+        first, future = pending.popleft()
+        yield first, future.result()
+    for utt, future in pending:
+      yield utt, future.result()
+
+
+def generate_examples(
+  utterances: Sequence[Utterance],
+  transcription: str,
+  split: str,
+  report_dir: os.PathLike[str] | str,
+  skipped: Sequence[Skipped] = (),
+) -> Iterator[tuple[int, dict[str, object]]]:
+  """Yields TFDS (key, example) pairs, skipping and reporting bad lines.
+
+  Args:
+    utterances: the split's utterances, in output order.
+    transcription: 'phonetic', 'spelling' or 'none'.
+    split: split name, for the log and the report file name.
+    report_dir: directory that receives `skipped_<split>.tsv`.
+    skipped: lines already rejected while parsing the transcript list.
+
+  Yields:
+    (index in `utterances`, example dict with id/audio/text/raw_text).
+  """
+  skipped = list(skipped)
+  for s in skipped:
+    logging.warning('Skipping %s: %s', s.source, s.reason)
+  kept = 0
+  for key, (utt, samples) in enumerate(_read_ahead(utterances)):
+    if isinstance(samples, audio.AudioError):
+      skipped.append(Skipped(utt.source, utt.audio_path, str(samples)))
+      logging.warning('Skipping %s: %s', utt.source, samples)
+      continue
+    normalized = normalize(utt.raw_text, transcription, utt.id)
+    if not normalized:
+      reason = f'transcript {utt.raw_text!r} is empty after normalization'
+      skipped.append(Skipped(utt.source, utt.audio_path, reason))
+      logging.warning('Skipping %s: %s', utt.source, reason)
+      continue
+    kept += 1
+    yield (
+      key,
+      {
+        'id': utt.id,
+        'audio': samples,
+        'text': normalized,
+        'raw_text': utt.raw_text,
+      },
+    )
+  _write_report(os.path.join(report_dir, f'skipped_{split}.tsv'), skipped)
+  logging.log(
+    logging.WARNING if skipped else logging.INFO,
+    'Split %s: %d examples, %d skipped (listed in skipped_%s.tsv).',
+    split,
+    kept,
+    len(skipped),
+    split,
+  )
+
+
+def _write_report(path: str, skipped: Sequence[Skipped]) -> None:
+  # Written even when empty: a missing report would be ambiguous.
+  with open(path, 'w', encoding='utf-8') as f:
+    f.write('source\tpath\treason\n')
+    for s in skipped:
+      reason = ' '.join(s.reason.split())
+      f.write(f'{s.source}\t{s.path}\t{reason}\n')
+
+
+def read_skipped(data_dir: str | os.PathLike[str], split: str) -> list[Skipped]:
+  """Reads `skipped_<split>.tsv` of a prepared dataset directory.
+
+  Args:
+    data_dir: the builder's `data_dir` (.../<name>/<config>/<version>).
+    split: split name.
+
+  Returns:
+    The skipped lines, in the order they were met.
+  """
+  path = os.path.join(data_dir, f'skipped_{split}.tsv')
+  with open(path, encoding='utf-8') as f:
+    rows = f.read().splitlines()[1:]
+  return [Skipped(*row.split('\t', 2)) for row in rows]
+
+
+def build_dataset(
+  name: str,
+  data_dir: str | os.PathLike[str],
+  manual_dir: str | os.PathLike[str],
+  transcription: str = PHONETIC,
+) -> tfds.core.DatasetBuilder:
+  """Prepares a las_jax dataset (once) and returns its builder.
+
+  A prepared dataset is reused: TFDS skips preparation when
+  `<data_dir>/<name>/<transcription>/<version>` is complete.
+
+  Args:
+    name: 'ksponspeech' or 'manifest'.
+    data_dir: TFDS data directory to write to / read from.
+    manual_dir: the corpus (KsponSpeech layout, or the manifest files).
+    transcription: builder config, 'phonetic' or 'spelling' ('none' for
+      'manifest' too).
+
+  Returns:
+    The prepared builder; read splits with `builder.as_data_source(split)`.
+  """
+  import las_jax.data  # noqa: F401  Registers the builders.
+
+  builder = tfds.builder(
+    f'{name}/{transcription}', data_dir=os.fspath(data_dir)
+  )
+  builder.download_and_prepare(
+    file_format='array_record',
+    download_config=tfds.download.DownloadConfig(
+      manual_dir=os.fspath(manual_dir)
+    ),
+  )
+  return builder

@@ -1,0 +1,142 @@
+"""Tests for las_jax.audio: formats, resampling, down-mixing, errors."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from las_jax import audio
+
+
+def _sine(freq, rate, seconds, amplitude=0.5):
+  t = np.arange(int(rate * seconds)) / rate
+  return amplitude * np.sin(2 * np.pi * freq * t)
+
+
+def _int16(signal):
+  return np.round(signal * 32767).astype(np.int16)
+
+
+def _peak_hz(samples, rate):
+  spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+  return np.argmax(spectrum) * rate / len(samples)
+
+
+@pytest.mark.parametrize(
+  'name,subtype',
+  [('a.wav', 'PCM_16'), ('a.flac', 'PCM_16'), ('a.WAV', 'PCM_16')],
+)
+def test_16k_mono_files_round_trip_exactly(tmp_path, name, subtype):
+  samples = _int16(_sine(440, 16000, 0.5))
+  path = tmp_path / name
+  sf.write(path, samples, 16000, subtype=subtype)
+  out = audio.read_audio(path)
+  assert out.dtype == np.int16
+  np.testing.assert_array_equal(out, samples)
+
+
+@pytest.mark.parametrize('name', ['a.pcm', 'a.raw', 'a.PCM'])
+def test_headerless_pcm_is_little_endian_int16(tmp_path, name):
+  samples = np.array([0, 1, -1, 32767, -32768, 258], np.int16)
+  path = tmp_path / name
+  path.write_bytes(samples.astype('<i2').tobytes())
+  np.testing.assert_array_equal(audio.read_audio(path), samples)
+  # 258 = 0x0102 is stored low byte first.
+  assert path.read_bytes()[-2:] == b'\x02\x01'
+
+
+def test_44k_stereo_becomes_16k_mono_with_frequency_kept(tmp_path):
+  rate, seconds = 44100, 1.0
+  left = _sine(1000, rate, seconds, 0.4)
+  right = _sine(1000, rate, seconds, 0.2)
+  path = tmp_path / 'stereo.wav'
+  sf.write(path, np.stack([left, right], 1), rate, subtype='PCM_16')
+  out = audio.read_audio(path)
+  assert out.dtype == np.int16
+  assert out.shape == (16000,)
+  assert _peak_hz(out, 16000) == pytest.approx(1000, abs=2)
+  # The down-mix is the mean of the channels: amplitude 0.3, away from
+  # the edges where the resampling filter rings.
+  middle = out[2000:-2000].astype(np.float64) / 32768
+  assert np.max(np.abs(middle)) == pytest.approx(0.3, abs=0.01)
+
+
+def test_resampling_matches_direct_synthesis(tmp_path):
+  path = tmp_path / 'a.flac'
+  sf.write(path, _int16(_sine(300, 8000, 0.5)), 8000, subtype='PCM_16')
+  out = audio.read_audio(path)
+  expected = _int16(_sine(300, 16000, 0.5))
+  assert out.shape == expected.shape
+  # Interior only: the filter's edge transients are not part of the tone.
+  np.testing.assert_allclose(out[400:-400], expected[400:-400], atol=40)
+
+
+def test_float_wav_and_other_target_rate(tmp_path):
+  path = tmp_path / 'a.wav'
+  sf.write(path, _sine(500, 16000, 0.5), 16000, subtype='FLOAT')
+  out = audio.read_audio(path, sample_rate=8000)
+  assert out.shape == (4000,)
+  assert _peak_hz(out, 8000) == pytest.approx(500, abs=2)
+
+
+def test_pcm_at_another_rate_is_resampled(tmp_path):
+  path = tmp_path / 'a.pcm'
+  path.write_bytes(_int16(_sine(440, 8000, 0.5)).tobytes())
+  out = audio.read_audio(path, pcm_sample_rate=8000)
+  assert out.shape == (8000,)
+  assert _peak_hz(out, 16000) == pytest.approx(440, abs=2)
+
+
+@pytest.mark.parametrize(
+  'name,content,message',
+  [
+    ('odd.pcm', b'\x00\x01\x02', 'odd'),
+    ('empty.pcm', b'', 'no samples'),
+    ('corrupt.wav', b'RIFF\x00\x00garbage' * 10, 'cannot read'),
+    ('corrupt.flac', b'fLaC' + bytes(range(200)), 'cannot read'),
+  ],
+)
+def test_bad_files_raise_audio_error_naming_the_file(
+  tmp_path, name, content, message
+):
+  path = tmp_path / name
+  path.write_bytes(content)
+  with pytest.raises(audio.AudioError, match=message) as info:
+    audio.read_audio(path)
+  assert str(path) in str(info.value)
+  assert isinstance(info.value, ValueError)
+
+
+def test_empty_wav_raises(tmp_path):
+  path = tmp_path / 'empty.wav'
+  sf.write(path, np.zeros(0, np.int16), 16000, subtype='PCM_16')
+  with pytest.raises(audio.AudioError, match='no samples'):
+    audio.read_audio(path)
+
+
+@pytest.mark.parametrize('name', ['missing.pcm', 'missing.wav'])
+def test_missing_file_raises(tmp_path, name):
+  with pytest.raises(audio.AudioError, match=name):
+    audio.read_audio(tmp_path / name)
+
+
+def test_trim_silence_keeps_only_the_speech_parts():
+  rate = 16000
+  tone = _int16(_sine(440, rate, 0.512))  # 8192 samples: whole frames.
+  silence = np.zeros(rate, np.int16)
+  samples = np.concatenate([silence, tone, silence, tone, silence])
+  out = audio.trim_silence(samples, top_db=30)
+  assert out.dtype == np.int16
+  # librosa decides per 512-sample hop with 2048-sample frames, so each
+  # kept interval may reach up to one frame into the silence around it.
+  assert 2 * len(tone) <= len(out) <= 2 * len(tone) + 4 * 2048
+  assert np.count_nonzero(out == 0) < 4 * 2048
+  # Every sample of the tones survives, in order.
+  nonzero = out[out != 0]
+  np.testing.assert_array_equal(
+    nonzero, np.concatenate([tone, tone])[np.concatenate([tone, tone]) != 0]
+  )
+
+
+def test_trim_silence_of_nothing():
+  empty = np.zeros(0, np.int16)
+  assert audio.trim_silence(empty).shape == (0,)
