@@ -201,7 +201,6 @@ def get_config() -> ml_collections.ConfigDict:
 
   # -------------------------------------------------------------- decode --
   config.decode = decode = ml_collections.ConfigDict()
-  # (fields added by the decoding owner)
   # Beam width of `decode.py` and `Recognizer`; 1 = greedy search.
   decode.beam_size = 5
   # Utterances decoded together (rounded down to a power of two for the
