@@ -141,6 +141,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = train = ml_collections.ConfigDict()
   # Total optimizer steps (a resumed run continues up to this step).
   train.num_steps = 200_000
+  # Output units of the vocabulary built from the train transcripts: 'char'
+  # (KoSpeech) or 'jamo' (Hangul letters).
+  train.vocab_unit = 'char'
+  # Vocabulary size cap, specials and space included (KoSpeech: 2000); the
+  # rarest units become <unk>. None = keep every unit.
+  train.vocab_max_size = 2000
   # Devices in the `data` mesh; 0 = all (must be 0 in multi-host runs).
   train.num_devices = 0
   # Call jax.distributed.initialize() with cluster auto-detection (TPU pods,
@@ -203,19 +209,20 @@ def get_config() -> ml_collections.ConfigDict:
   config.decode = decode = ml_collections.ConfigDict()
   # Beam width of `decode.py` and `Recognizer`; 1 = greedy search.
   decode.beam_size = 5
-  # Utterances decoded together (rounded down to a power of two for the
-  # last, partial batch of each length bucket).
+  # Utterances decoded together; a partial batch takes the next power of
+  # two rows (so few batch shapes are compiled).
   decode.batch_size = 16
   # Length penalty exponent alpha of beam search (0 = raw log-probability).
   decode.length_penalty = 0.6
   # Length penalty form: 'gnmt' ((5 + len) / 6) ** alpha or 'length'.
   decode.length_norm = 'gnmt'
   # Joint CTC-attention rescoring weight of the n-best (LAS with a CTC
-  # head); None = train.ctc_weight of the run, 0 = attention only.
+  # head); None = the run's model.ctc_weight, 0 = attention only.
   decode.ctc_weight = None
-  # Token limit per utterance: ratio * encoder frames + 1, capped at the
-  # largest input.token_buckets entry; 0 = only the cap.
-  decode.max_len_ratio = 1.0
+  # LAS token limit per utterance: this rate times its seconds of audio,
+  # plus 1 for EOS; 0 = the largest input.token_buckets entry. Fast Korean
+  # speech is ~10 syllables/s, ~25 jamo/s.
+  decode.max_tokens_per_second = 30.0
 
   del inp, feats, model, train, decode  # Sections are filled above.
   return config

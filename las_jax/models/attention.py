@@ -1,0 +1,147 @@
+"""Decoder attention over encoder frames: multi-head, location, additive.
+
+All three share one interface so the speller does not care which it holds:
+- `precompute(enc_BxSxE) -> memory`: the encoder-side projections, done
+  once per utterance (not once per decoder step);
+- `__call__(query_BxD, memory, enc_mask_BxS, prev_attn_BxS)` ->
+  `(context_BxD, attn_BxS)`: padded encoder frames get a -1e9 score, hence
+  exactly zero weight. `attn_BxS` is what an alignment plot shows; for
+  multi-head attention it is the MEAN over heads.
+
+Following KoSpeech, location-aware and additive attention weight the raw
+encoder frames when their width equals the decoder's (a learned projection
+is added only when the widths differ); multi-head attention always
+projects queries, keys and values (with biases) and has no output
+projection, as in KoSpeech's MultiHeadAttention.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+NEG_INF = -1e9
+ATTENTIONS = ('multi-head', 'location', 'additive')
+
+
+def masked_softmax(score_BxS: jax.Array, mask_BxS: jax.Array) -> jax.Array:
+  return jax.nn.softmax(jnp.where(mask_BxS, score_BxS, NEG_INF), axis=-1)
+
+
+class _ValueProjection(nnx.Module):
+  """Identity when enc width == decoder width, else a Linear (no bias)."""
+
+  def __init__(self, enc_dim: int, dim: int, rngs: nnx.Rngs):
+    self.proj = (
+      nnx.Linear(enc_dim, dim, use_bias=False, rngs=rngs)
+      if enc_dim != dim
+      else None
+    )
+
+  def __call__(self, enc_BxSxE):
+    return enc_BxSxE if self.proj is None else self.proj(enc_BxSxE)
+
+
+class MultiHeadAttention(nnx.Module):
+  """Scaled dot-product attention with `num_heads` heads (KoSpeech's)."""
+
+  def __init__(self, enc_dim: int, dim: int, num_heads: int, *, rngs):
+    if dim % num_heads:
+      raise ValueError(
+        f'config.model.num_heads: decoder_hidden {dim} is not divisible '
+        f'by {num_heads} heads'
+      )
+    self.num_heads = num_heads
+    self.query = nnx.Linear(dim, dim, rngs=rngs)
+    self.key = nnx.Linear(enc_dim, dim, rngs=rngs)
+    self.value = nnx.Linear(enc_dim, dim, rngs=rngs)
+
+  def precompute(self, enc_BxSxE):
+    b, s, _ = enc_BxSxE.shape
+    split = lambda x: x.reshape(b, s, self.num_heads, -1)  # noqa: E731
+    return split(self.key(enc_BxSxE)), split(self.value(enc_BxSxE))
+
+  def __call__(self, query_BxD, memory, enc_mask_BxS, prev_attn_BxS):
+    del prev_attn_BxS  # Content-based only.
+    k_BxSxNxd, v_BxSxNxd = memory
+    b, d = query_BxD.shape
+    q_BxNxd = self.query(query_BxD).reshape(b, self.num_heads, -1)
+    score = jnp.einsum('bnd,bsnd->bns', q_BxNxd, k_BxSxNxd)
+    score = score / jnp.sqrt(jnp.float32(q_BxNxd.shape[-1]))
+    attn_BxNxS = masked_softmax(score, enc_mask_BxS[:, None, :])
+    context = jnp.einsum('bns,bsnd->bnd', attn_BxNxS, v_BxSxNxd)
+    return context.reshape(b, d), jnp.mean(attn_BxNxS, axis=1)
+
+
+class LocationAwareAttention(nnx.Module):
+  """Chorowski et al. 2015 / KoSpeech: content + conv(previous weights).
+
+  score_s = w . tanh(W_q q + W_v h_s + conv(prev_attn)_s + b) + b_w,
+  normalized with a softmax (KoSpeech's `smoothing` sigmoid branch is not
+  offered: it references an undefined variable there).
+  """
+
+  def __init__(
+    self, enc_dim: int, dim: int, *, kernel: int = 3, rngs: nnx.Rngs
+  ):
+    self.kernel = kernel
+    self.loc_conv = nnx.Conv(
+      1, dim, (kernel,), padding=[(kernel // 2, kernel // 2)], rngs=rngs
+    )
+    self.query = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
+    self.key = nnx.Linear(enc_dim, dim, use_bias=False, rngs=rngs)
+    self.bias = nnx.Param(
+      jax.random.uniform(rngs.params(), (dim,), jnp.float32, -0.1, 0.1)
+    )
+    self.score = nnx.Linear(dim, 1, rngs=rngs)
+    self.value = _ValueProjection(enc_dim, dim, rngs)
+
+  def precompute(self, enc_BxSxE):
+    return self.key(enc_BxSxE) + self.bias[...], self.value(enc_BxSxE)
+
+  def __call__(self, query_BxD, memory, enc_mask_BxS, prev_attn_BxS):
+    keys_BxSxD, values_BxSxD = memory
+    loc_BxSxD = self.loc_conv(prev_attn_BxS[..., None])
+    hidden = jnp.tanh(
+      self.query(query_BxD)[:, None, :] + keys_BxSxD + loc_BxSxD
+    )
+    attn = masked_softmax(self.score(hidden)[..., 0], enc_mask_BxS)
+    return jnp.einsum('bs,bsd->bd', attn, values_BxSxD), attn
+
+
+class AdditiveAttention(nnx.Module):
+  """Bahdanau attention: score_s = w . tanh(W_k h_s + W_q q + b) + b_w."""
+
+  def __init__(self, enc_dim: int, dim: int, *, rngs: nnx.Rngs):
+    self.query = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
+    self.key = nnx.Linear(enc_dim, dim, use_bias=False, rngs=rngs)
+    self.bias = nnx.Param(
+      jax.random.uniform(rngs.params(), (dim,), jnp.float32, -0.1, 0.1)
+    )
+    self.score = nnx.Linear(dim, 1, rngs=rngs)
+    self.value = _ValueProjection(enc_dim, dim, rngs)
+
+  def precompute(self, enc_BxSxE):
+    return self.key(enc_BxSxE) + self.bias[...], self.value(enc_BxSxE)
+
+  def __call__(self, query_BxD, memory, enc_mask_BxS, prev_attn_BxS):
+    del prev_attn_BxS  # Content-based only.
+    keys_BxSxD, values_BxSxD = memory
+    hidden = jnp.tanh(self.query(query_BxD)[:, None, :] + keys_BxSxD)
+    attn = masked_softmax(self.score(hidden)[..., 0], enc_mask_BxS)
+    return jnp.einsum('bs,bsd->bd', attn, values_BxSxD), attn
+
+
+def build_attention(
+  kind: str, enc_dim: int, dim: int, num_heads: int, rngs: nnx.Rngs
+):
+  """Builds the attention named by `config.model.attention`."""
+  if kind == 'multi-head':
+    return MultiHeadAttention(enc_dim, dim, num_heads, rngs=rngs)
+  if kind == 'location':
+    return LocationAwareAttention(enc_dim, dim, rngs=rngs)
+  if kind == 'additive':
+    return AdditiveAttention(enc_dim, dim, rngs=rngs)
+  raise ValueError(
+    f'config.model.attention: unknown attention {kind!r}; expected one of '
+    f'{ATTENTIONS}'
+  )

@@ -1,0 +1,192 @@
+"""Convolutional front ends on log-mel frames: VGG and DeepSpeech2.
+
+Both take `feats_BxTxF` with `lengths_B` and return `(out_BxSxD,
+out_lengths_B)` with exact output lengths. Internally the layout is NHWC
+with H = time and W = frequency; the output flattens (channels x freq)
+channel-major, as KoSpeech does, so a frame of the VGG extractor on 80 bins
+is 128 * 20 = 2560 wide. After every convolution, batch norm, activation
+and pooling, frames past each utterance's (new) length are zeroed again
+(KoSpeech's MaskCNN) so padding never leaks into valid frames.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from las_jax.models.masking import MaskedBatchNorm, zero_padding
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+  # KoSpeech's default: Hardtanh(0, 20), a clipped ReLU.
+  'hardtanh': lambda x: jnp.clip(x, 0.0, 20.0),
+  'relu': jax.nn.relu,
+  'elu': jax.nn.elu,
+  # PyTorch's LeakyReLU default slope.
+  'leaky_relu': lambda x: jax.nn.leaky_relu(x, 0.01),
+  'gelu': lambda x: jax.nn.gelu(x, approximate=False),
+  'swish': jax.nn.swish,
+}
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """Looks up an activation by KoSpeech's `--activation` name."""
+  if name not in ACTIVATIONS:
+    raise ValueError(
+      f'config.model.activation: unknown activation {name!r}; '
+      f'expected one of {sorted(ACTIVATIONS)}'
+    )
+  return ACTIVATIONS[name]
+
+
+def conv_output_length(
+  length: jax.Array | int, kernel: int, stride: int, pad: int
+) -> jax.Array | int:
+  """Frames out of a convolution along time (symmetric padding)."""
+  return (length + 2 * pad - kernel) // stride + 1
+
+
+class _MaskedConvBlock(nnx.Module):
+  """Conv (no bias) -> masked batch norm -> activation, re-masked."""
+
+  def __init__(
+    self,
+    in_ch: int,
+    out_ch: int,
+    kernel_tf: tuple[int, int],
+    stride_tf: tuple[int, int],
+    pad_tf: tuple[int, int],
+    activation: str,
+    rngs: nnx.Rngs,
+  ):
+    self.kernel_t, self.stride_t, self.pad_t = (
+      kernel_tf[0],
+      stride_tf[0],
+      pad_tf[0],
+    )
+    self.activation = activation
+    self.conv = nnx.Conv(
+      in_ch,
+      out_ch,
+      kernel_tf,
+      stride_tf,
+      padding=[(pad_tf[0], pad_tf[0]), (pad_tf[1], pad_tf[1])],
+      use_bias=False,
+      rngs=rngs,
+    )
+    self.bn = MaskedBatchNorm(out_ch)
+
+  def __call__(self, x_BxTxFxC, lengths_B, *, train: bool):
+    # Input frames past the length are already zero, so the conv's view of
+    # them equals its own zero padding in an unpadded batch.
+    y = self.conv(x_BxTxFxC)
+    lengths_B = conv_output_length(
+      lengths_B, self.kernel_t, self.stride_t, self.pad_t
+    )
+    y = self.bn(zero_padding(y, lengths_B), lengths_B, train=train)
+    # Activations map 0 to 0 except none we offer, but mask anyway: cheap.
+    y = zero_padding(get_activation(self.activation)(y), lengths_B)
+    return y, lengths_B
+
+
+def _max_pool_2x2(x_BxTxFxC, lengths_B):
+  """MaxPool2d(2, stride 2) (floor mode), new lengths = lengths // 2."""
+  y = nnx.max_pool(x_BxTxFxC, (2, 2), strides=(2, 2), padding='VALID')
+  lengths_B = lengths_B // 2
+  return zero_padding(y, lengths_B), lengths_B
+
+
+def _flatten(y_BxTxFxC):
+  """[B, T, F, C] -> [B, T, C * F], channel-major like KoSpeech."""
+  b, t, f, c = y_BxTxFxC.shape
+  return jnp.transpose(y_BxTxFxC, (0, 1, 3, 2)).reshape(b, t, c * f)
+
+
+class VGGExtractor(nnx.Module):
+  """KoSpeech's VGGExtractor: 2 x (conv, conv, maxpool); time / 4.
+
+  Conv2d(1, 64) -> Conv2d(64, 64) -> MaxPool 2 -> Conv2d(64, 128) ->
+  Conv2d(128, 128) -> MaxPool 2; 3x3 kernels, padding 1, no bias, each conv
+  followed by batch norm and the activation. Output lengths are
+  `(lengths // 2) // 2`; output width `channels[1] * (input_dim // 4)`.
+  """
+
+  def __init__(
+    self,
+    input_dim: int,
+    *,
+    channels: Sequence[int] = (64, 128),
+    activation: str = 'hardtanh',
+    rngs: nnx.Rngs,
+  ):
+    get_activation(activation)
+    c0, c1 = channels
+    block = lambda i, o: _MaskedConvBlock(  # noqa: E731
+      i, o, (3, 3), (1, 1), (1, 1), activation, rngs
+    )
+    self.blocks = nnx.List(
+      [block(1, c0), block(c0, c0), block(c0, c1), block(c1, c1)]
+    )
+    self.output_dim = c1 * ((input_dim // 2) // 2)
+
+  def __call__(self, feats_BxTxF, lengths_B, *, train: bool):
+    """Returns (out_BxSxD, out_lengths_B) with S = T // 4."""
+    x = zero_padding(feats_BxTxF, lengths_B)[..., None]
+    for i, block in enumerate(self.blocks):
+      x, lengths_B = block(x, lengths_B, train=train)
+      if i % 2 == 1:
+        x, lengths_B = _max_pool_2x2(x, lengths_B)
+    return _flatten(x), lengths_B
+
+
+class DeepSpeech2Extractor(nnx.Module):
+  """KoSpeech's DeepSpeech2Extractor: two strided convs; time / 2.
+
+  KoSpeech's Conv2d(1, 32, k=(41, 11), s=(2, 2), p=(20, 5)) and
+  Conv2d(32, 32, k=(21, 11), s=(2, 1), p=(10, 5)) are written there as
+  (freq, time); here as (time, freq): kernels (11, 41) and (11, 21), strides
+  (2, 2) and (1, 2). Output lengths `(L - 1) // 2 + 1` (= ceil(L / 2)); the
+  second conv keeps them. Width 32 * 20 = 640 for 80 bins.
+  """
+
+  def __init__(
+    self,
+    input_dim: int,
+    *,
+    channels: int = 32,
+    activation: str = 'hardtanh',
+    rngs: nnx.Rngs,
+  ):
+    get_activation(activation)
+    self.blocks = nnx.List(
+      [
+        _MaskedConvBlock(
+          1, channels, (11, 41), (2, 2), (5, 20), activation, rngs
+        ),
+        _MaskedConvBlock(
+          channels, channels, (11, 21), (1, 2), (5, 10), activation, rngs
+        ),
+      ]
+    )
+    f = (input_dim + 2 * 20 - 41) // 2 + 1
+    f = (f + 2 * 10 - 21) // 2 + 1
+    self.output_dim = channels * f
+
+  def __call__(self, feats_BxTxF, lengths_B, *, train: bool):
+    """Returns (out_BxSxD, out_lengths_B) with S = ceil(T / 2)."""
+    x = zero_padding(feats_BxTxF, lengths_B)[..., None]
+    for block in self.blocks:
+      x, lengths_B = block(x, lengths_B, train=train)
+    return _flatten(x), lengths_B
+
+
+def build_extractor(name: str, input_dim: int, activation: str, rngs):
+  """Builds the extractor named by `config.model.extractor`."""
+  if name == 'vgg':
+    return VGGExtractor(input_dim, activation=activation, rngs=rngs)
+  if name == 'ds2':
+    return DeepSpeech2Extractor(input_dim, activation=activation, rngs=rngs)
+  raise ValueError(
+    f"config.model.extractor: unknown extractor {name!r}; expected 'vgg' "
+    "or 'ds2'"
+  )

@@ -1,0 +1,209 @@
+"""The LAS speller: embedding -> stacked LSTM -> attention -> output.
+
+One decoder step (KoSpeech's LAS decoder, `kospeech/models/las/decoder.py`):
+
+  x     = dropout(embed(token))          (concat previous context if
+                                          `input_feeding`, as ESPnet does)
+  q     = LSTM_N(...LSTM_1(x))            (dropout between layers)
+  c, a  = attention(q, encoder, previous attention weights)
+  o     = LayerNorm(c + q)                (KoSpeech's AddNorm)
+  o     = LayerNorm(W_p o + b_p + o)      (AddNorm(Linear))
+  logit = W_out tanh(o)                   (no bias)
+
+`step` is the single pure step shared by training (inside `lax.scan`),
+greedy and beam search. Its carry is a dict of arrays with a leading batch
+axis (so beam search can gather it): `h`, `c` [B, layers, D] LSTM state,
+`context` [B, D] the previous context vector, `attn` [B, S] the previous
+attention weights (location-aware attention's input).
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from las_jax.models.attention import build_attention
+from las_jax.models.rnn import cell_update, pytorch_uniform
+
+Carry = dict[str, jax.Array]
+
+
+class _LSTMCell(nnx.Module):
+  """A unidirectional LSTM cell (PyTorch gate order, one bias)."""
+
+  def __init__(self, in_features: int, hidden: int, rngs: nnx.Rngs):
+    self.w_ih = nnx.Param(
+      pytorch_uniform(rngs.params(), (in_features, 4 * hidden), hidden)
+    )
+    self.b = nnx.Param(pytorch_uniform(rngs.params(), (4 * hidden,), hidden))
+    self.w_hh = nnx.Param(
+      pytorch_uniform(rngs.params(), (hidden, 4 * hidden), hidden)
+    )
+
+  def __call__(self, x_BxI, h_BxH, c_BxH):
+    x_proj = x_BxI @ self.w_ih[...] + self.b[...]
+    w_hh = self.w_hh[...]
+    return cell_update('lstm', x_proj, h_BxH, c_BxH, lambda h: h @ w_hh, 0.0)
+
+
+class Speller(nnx.Module):
+  """Attention LSTM decoder over listener outputs."""
+
+  def __init__(
+    self,
+    vocab_size: int,
+    enc_dim: int,
+    *,
+    hidden: int,
+    num_layers: int,
+    attention: str,
+    num_heads: int,
+    dropout: float,
+    input_feeding: bool,
+    rngs: nnx.Rngs,
+  ):
+    self.hidden = hidden
+    self.num_layers = num_layers
+    self.input_feeding = input_feeding
+    self.embed = nnx.Embed(vocab_size, hidden, rngs=rngs)
+    in0 = 2 * hidden if input_feeding else hidden
+    self.cells = nnx.List(
+      [
+        _LSTMCell(in0 if i == 0 else hidden, hidden, rngs)
+        for i in range(num_layers)
+      ]
+    )
+    self.attention = build_attention(
+      attention, enc_dim, hidden, num_heads, rngs
+    )
+    self.attn_norm = nnx.LayerNorm(hidden, epsilon=1e-5, rngs=rngs)
+    self.proj = nnx.Linear(hidden, hidden, rngs=rngs)
+    self.proj_norm = nnx.LayerNorm(hidden, epsilon=1e-5, rngs=rngs)
+    self.out = nnx.Linear(hidden, vocab_size, use_bias=False, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+  def precompute(self, enc_BxSxH: jax.Array):
+    """Encoder-side attention projections; pass as `step(..., memory=)`."""
+    return self.attention.precompute(enc_BxSxH)
+
+  def init_carry(self, enc_BxSxH: jax.Array, enc_mask_BxS: jax.Array) -> Carry:
+    """Zero LSTM state, zero context and zero previous attention."""
+    b, s = enc_mask_BxS.shape
+    zeros = jnp.zeros((b, self.num_layers, self.hidden), enc_BxSxH.dtype)
+    return {
+      'h': zeros,
+      'c': zeros,
+      'context': jnp.zeros((b, self.hidden), enc_BxSxH.dtype),
+      'attn': jnp.zeros((b, s), enc_BxSxH.dtype),
+    }
+
+  def _step(self, token_B, carry, memory, enc_mask_BxS, masks):
+    """`step` with dropout masks (emb_BxI, between_layers (N-1)xBxD)."""
+    x = self.embed(token_B)
+    if self.input_feeding:
+      x = jnp.concatenate([x, carry['context']], axis=-1)
+    if masks is not None:
+      x = x * masks[0]
+    hs, cs = [], []
+    for i, cell in enumerate(self.cells):
+      h, c = cell(x, carry['h'][:, i], carry['c'][:, i])
+      hs.append(h)
+      cs.append(c)
+      x = h if masks is None or i == self.num_layers - 1 else h * masks[1][i]
+    context, attn = self.attention(x, memory, enc_mask_BxS, carry['attn'])
+    o = self.attn_norm(context + x)
+    o = self.proj_norm(self.proj(o) + o)
+    logits = self.out(jnp.tanh(o))
+    new_carry = {
+      'h': jnp.stack(hs, axis=1),
+      'c': jnp.stack(cs, axis=1),
+      'context': context,
+      'attn': attn,
+    }
+    return logits, new_carry, attn
+
+  def step(
+    self,
+    token_B: jax.Array,
+    carry: Carry,
+    enc_BxSxH: jax.Array,
+    enc_mask_BxS: jax.Array,
+    *,
+    memory=None,
+  ) -> tuple[jax.Array, Carry, jax.Array]:
+    """One decoder step without dropout.
+
+    Args:
+      token_B: int32 [B] previous tokens (SOS first).
+      carry: from `init_carry` or a previous step.
+      enc_BxSxH: listener output.
+      enc_mask_BxS: True on valid encoder frames.
+      memory: `precompute(enc_BxSxH)`; computed here when None (pass it
+        when stepping many times: it is the expensive part).
+
+    Returns:
+      (logits_BxV, new carry, attention weights_BxS).
+    """
+    if memory is None:
+      memory = self.precompute(enc_BxSxH)
+    return self._step(token_B, carry, memory, enc_mask_BxS, None)
+
+  def __call__(
+    self,
+    enc_BxSxH: jax.Array,
+    enc_mask_BxS: jax.Array,
+    tokens_in_BxL: jax.Array,
+    *,
+    teacher_forcing_p: float | jax.Array = 1.0,
+    sample_key: jax.Array | None = None,
+    train: bool = False,
+  ) -> tuple[jax.Array, jax.Array]:
+    """Runs the decoder over all target positions in one `lax.scan`.
+
+    Per token and utterance, the input is the ground truth with probability
+    `teacher_forcing_p` (a traced scalar: changing it never recompiles) and
+    the model's own previous argmax otherwise (scheduled sampling); the
+    first input is always `tokens_in_BxL[:, 0]` (SOS). Without
+    `sample_key` every input is the ground truth.
+
+    Returns:
+      (logits_BxLxV, attention_BxLxS).
+    """
+    b, length = tokens_in_BxL.shape
+    memory = self.precompute(enc_BxSxH)
+    carry = self.init_carry(enc_BxSxH, enc_mask_BxS)
+    in0 = self.cells[0].w_ih[...].shape[0]
+    # Dropout masks drawn outside the scan: the body stays free of RNG
+    # state (ones when not training, so eval matches `step` exactly).
+    emb_masks = self.dropout(
+      jnp.ones((length, b, in0)), deterministic=not train
+    )
+    mid_masks = self.dropout(
+      jnp.ones((length, max(self.num_layers - 1, 1), b, self.hidden)),
+      deterministic=not train,
+    )
+    tokens_LxB = tokens_in_BxL.T
+    if sample_key is None:
+      use_truth_LxB = jnp.ones((length, b), bool)
+    else:
+      draws = jax.random.uniform(sample_key, (length, b))
+      use_truth_LxB = (draws < teacher_forcing_p).at[0].set(True)
+
+    def body(state, xs):
+      carry, prev_pred_B = state
+      truth_B, use_truth_B, emb_mask, mid_mask = xs
+      token_B = jnp.where(use_truth_B, truth_B, prev_pred_B)
+      logits, carry, attn = self._step(
+        token_B, carry, memory, enc_mask_BxS, (emb_mask, mid_mask)
+      )
+      pred_B = jnp.argmax(logits, axis=-1).astype(tokens_in_BxL.dtype)
+      return (carry, pred_B), (logits, attn)
+
+    _, (logits_LxBxV, attn_LxBxS) = jax.lax.scan(
+      body,
+      (carry, tokens_LxB[0]),
+      (tokens_LxB, use_truth_LxB, emb_masks, mid_masks),
+    )
+    return (
+      jnp.transpose(logits_LxBxV, (1, 0, 2)),
+      jnp.transpose(attn_LxBxS, (1, 0, 2)),
+    )

@@ -1,0 +1,228 @@
+"""Model behaviour: exact lengths, step == scan, sampling, grads, sizes."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from configs import default, kspon
+from las_jax.models import CTC_BLANK_ID, build_model, count_params
+from las_jax.models.extractors import DeepSpeech2Extractor, VGGExtractor
+from las_jax.models.masking import sequence_mask
+
+VOCAB = 13
+
+
+def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
+  config = default.get_config().model
+  config.update(
+    input_dim=16,
+    encoder_hidden=8,
+    encoder_layers=2,
+    pyramid_layers=(1,),
+    decoder_hidden=16,
+    decoder_layers=2,
+    num_heads=2,
+    dropout=0.0,
+  )
+  config.update(overrides)
+  return config
+
+
+def batch(b=3, t=40, length=7, seed=0):
+  keys = jax.random.split(jax.random.key(seed), 3)
+  feats = jax.random.normal(keys[0], (b, t, 16))
+  lengths = jnp.array([t, t - 17, t - 9][:b], jnp.int32)
+  tokens = jax.random.randint(keys[2], (b, length), 3, VOCAB)
+  return feats, lengths, tokens.at[:, 0].set(1)
+
+
+@pytest.mark.parametrize(
+  'cls,lengths,expected',
+  [
+    # VGG: two floor-mode 2x2 max-pools.
+    (VGGExtractor, [40, 37, 9, 3], [10, 9, 2, 0]),
+    # DS2: time stride 2 with padding 5, kernel 11: (L - 1) // 2 + 1.
+    (DeepSpeech2Extractor, [40, 37, 9, 1], [20, 19, 5, 1]),
+  ],
+)
+def test_extractor_lengths_and_zeroed_padding(cls, lengths, expected):
+  ex = cls(16, rngs=nnx.Rngs(0))
+  feats = jax.random.normal(jax.random.key(0), (4, 40, 16)) + 3.0
+  out, out_lengths = ex(feats, jnp.array(lengths), train=True)
+  np.testing.assert_array_equal(out_lengths, expected)
+  valid = np.asarray(sequence_mask(out_lengths, out.shape[1]))
+  assert np.all(np.asarray(out)[~valid] == 0.0)
+  assert np.all(np.abs(np.asarray(out)[valid]).sum(-1) > 0)
+  assert out.shape[-1] == ex.output_dim
+
+
+def test_vgg_output_width_matches_kospeech():
+  assert VGGExtractor(80, rngs=nnx.Rngs(0)).output_dim == 2560
+  assert DeepSpeech2Extractor(80, rngs=nnx.Rngs(0)).output_dim == 640
+
+
+@pytest.mark.parametrize('attention', ['location', 'multi-head'])
+def test_step_reproduces_scanned_decoder(attention):
+  model = build_model(
+    tiny_model_config(attention=attention), VOCAB, nnx.Rngs(0)
+  )
+  feats, lengths, tokens = batch()
+
+  @nnx.jit
+  def run(model):
+    out = model(feats, lengths, tokens, train=False)
+    enc = model.encode(feats, lengths, train=False)
+    mask = sequence_mask(enc.enc_lengths_B, enc.enc_BxSxH.shape[1])
+    carry = model.speller.init_carry(enc.enc_BxSxH, mask)
+    logits = []
+    for t in range(tokens.shape[1]):
+      step_logits, carry, _ = model.speller.step(
+        tokens[:, t], carry, enc.enc_BxSxH, mask
+      )
+      logits.append(step_logits)
+    return out['logits_BxLxV'], jnp.stack(logits, axis=1)
+
+  scanned, stepped = run(model)
+  np.testing.assert_allclose(scanned, stepped, atol=1e-5, rtol=1e-5)
+
+
+def test_scheduled_sampling_p0_feeds_argmax():
+  model = build_model(tiny_model_config(), VOCAB, nnx.Rngs(0))
+  feats, lengths, tokens = batch()
+
+  @nnx.jit
+  def run(model, p):
+    out = model(
+      feats,
+      lengths,
+      tokens,
+      teacher_forcing_p=p,
+      sample_key=jax.random.key(3),
+    )
+    enc = model.encode(feats, lengths)
+    carry, step_fn = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
+    token, logps = tokens[:, 0], []
+    for _ in range(tokens.shape[1]):
+      logp, carry = step_fn(token, carry)
+      logps.append(logp)
+      token = jnp.argmax(logp, axis=-1).astype(tokens.dtype)
+    return out['logits_BxLxV'], jnp.stack(logps, axis=1)
+
+  logits, manual_logp = run(model, 0.0)
+  np.testing.assert_allclose(
+    jax.nn.log_softmax(logits), manual_logp, atol=1e-5, rtol=1e-5
+  )
+  # Same compiled function, p = 1: now the ground truth is fed, which
+  # changes later steps (the argmax differs from random targets).
+  forced, _ = run(model, 1.0)
+  np.testing.assert_allclose(forced[:, 0], logits[:, 0], atol=1e-6)
+  assert not np.allclose(forced[:, 1:], logits[:, 1:], atol=1e-3)
+
+
+def _ce_ctc_loss(model, feats, lengths, tokens):
+  tokens_in = jnp.concatenate([jnp.ones_like(tokens[:, :1]), tokens[:, :-1]], 1)
+  out = model(feats, lengths, tokens_in, train=True)
+  loss = optax.softmax_cross_entropy_with_integer_labels(
+    out['logits_BxLxV'], tokens
+  ).mean()
+  if out['ctc_logits_BxSxV'] is not None:
+    s = out['ctc_logits_BxSxV'].shape[1]
+    loss += optax.ctc_loss(
+      out['ctc_logits_BxSxV'],
+      1.0 - sequence_mask(out['enc_lengths_B'], s),
+      tokens[:, :2],
+      jnp.zeros_like(tokens[:, :2], jnp.float32),
+      blank_id=CTC_BLANK_ID,
+    ).mean()
+  return loss
+
+
+@pytest.mark.parametrize(
+  'overrides',
+  [
+    dict(attention='multi-head', ctc_weight=0.3, encoder_rnn_type='gru'),
+    dict(attention='location', extractor='ds2', encoder_rnn_type='rnn'),
+    dict(attention='additive', input_feeding=True),
+    dict(name='deepspeech2', extractor='ds2', encoder_rnn_type='gru'),
+  ],
+)
+def test_gradients_finite_and_nonzero_for_every_param(overrides):
+  model = build_model(tiny_model_config(**overrides), VOCAB, nnx.Rngs(0))
+  feats, lengths, tokens = batch()
+
+  def loss_fn(model):
+    if overrides.get('name') == 'deepspeech2':
+      out = model(feats, lengths, train=True)
+      s = out['ctc_logits_BxSxV'].shape[1]
+      return optax.ctc_loss(
+        out['ctc_logits_BxSxV'],
+        1.0 - sequence_mask(out['enc_lengths_B'], s),
+        tokens[:, 1:4],
+        jnp.zeros_like(tokens[:, 1:4], jnp.float32),
+      ).mean()
+    return _ce_ctc_loss(model, feats, lengths, tokens)
+
+  grads = nnx.jit(nnx.grad(loss_fn))(model)
+  flat = jax.tree_util.tree_leaves_with_path(nnx.state(grads, nnx.Param))
+  assert flat
+  for path, g in flat:
+    name = jax.tree_util.keystr(path)
+    assert np.all(np.isfinite(g)), name
+    assert np.any(g != 0), name
+
+
+def test_kspon_param_count_closed_form():
+  config = kspon.get_config().model
+  v, h, d = 2000, config.encoder_hidden, config.decoder_hidden
+  assert config.pyramid_layers == (1,)
+  vgg_convs = 9 * (1 * 64 + 64 * 64 + 64 * 128 + 128 * 128)
+  vgg_bn = 2 * (64 + 64 + 128 + 128)  # scale + bias per channel
+
+  def bilstm(n_in):  # w_ih, b_ih, w_hh for two directions, 4 gates
+    return 2 * (n_in * 4 * h + 4 * h + h * 4 * h)
+
+  listener = (
+    bilstm(2560)  # VGG's 128 channels x 20 bins
+    + bilstm(2 * 2 * h)  # pyramidal pairs of the 2h-wide BiLSTM frames
+    + bilstm(2 * h)
+  )
+  embed = v * d
+  lstm = 2 * (d * 4 * d + 4 * d + d * 4 * d)  # two decoder layers
+  attention = 3 * (d * d + d)  # query, key, value (enc width 2h == d)
+  add_norms = 2 * (2 * d)  # two LayerNorms
+  proj = d * d + d
+  out = d * v  # no bias
+  expected = (
+    vgg_convs
+    + vgg_bn
+    + listener
+    + embed
+    + lstm
+    + attention
+    + add_norms
+    + proj
+    + out
+  )
+  model = build_model(config, v, nnx.Rngs(0))
+  assert count_params(model) == expected == 54_715_712
+
+
+@pytest.mark.parametrize(
+  'overrides,field',
+  [
+    (dict(name='rnnt'), 'config.model.name'),
+    (dict(extractor='resnet'), 'config.model.extractor'),
+    (dict(activation='tanh'), 'config.model.activation'),
+    (dict(encoder_rnn_type='sru'), 'rnn_type'),
+    (dict(attention='dot'), 'config.model.attention'),
+    (dict(num_heads=3), 'config.model.num_heads'),
+    (dict(pyramid_layers=(5,)), 'config.model.pyramid_layers'),
+  ],
+)
+def test_bad_config_names_the_field(overrides, field):
+  with pytest.raises(ValueError, match=field):
+    build_model(tiny_model_config(**overrides), VOCAB, nnx.Rngs(0))
