@@ -44,6 +44,48 @@ def _to_int16(samples: np.ndarray) -> np.ndarray:
   return np.clip(scaled, -32768, 32767).astype(np.int16)
 
 
+def to_mono(
+  samples: np.ndarray, sample_rate: int, target_rate: int = 16000
+) -> np.ndarray:
+  """Converts an in-memory signal to mono int16 at `target_rate`.
+
+  The one conversion every input goes through, files (`read_audio`) and
+  arrays (`Recognizer.transcribe`) alike: channels averaged, soxr HQ
+  resampling, float scaled by 32768 as libsndfile does. A 16 kHz mono int16
+  signal comes back unchanged.
+
+  Args:
+    samples: [N] or [N, channels]; int16, or float in [-1, 1].
+    sample_rate: its rate in Hz.
+    target_rate: the rate of the result in Hz.
+
+  Returns:
+    samples_N: int16 mono samples at `target_rate`.
+
+  Raises:
+    ValueError: wrong rank or dtype, or no samples.
+  """
+  if samples.ndim not in (1, 2):
+    raise ValueError(
+      f'audio must be [N] or [N, channels], got shape {samples.shape}'
+    )
+  if samples.size == 0:
+    raise ValueError('audio holds no samples')
+  if samples.dtype == np.int16:
+    if samples.ndim == 1 and sample_rate == target_rate:
+      return samples
+    signal_N = samples.astype(np.float32) / 32768.0
+  elif np.issubdtype(samples.dtype, np.floating):
+    signal_N = samples.astype(np.float32)
+  else:
+    raise ValueError(f'audio must be int16 or float, got {samples.dtype}')
+  if signal_N.ndim == 2:
+    signal_N = signal_N.mean(axis=1)
+  if sample_rate != target_rate:
+    signal_N = soxr.resample(signal_N, sample_rate, target_rate, quality='HQ')
+  return _to_int16(signal_N)
+
+
 def read_audio(
   path: str | os.PathLike[str],
   sample_rate: int = 16000,
@@ -54,8 +96,7 @@ def read_audio(
 
   `.pcm`/`.raw` files are headerless signed 16-bit little-endian mono at
   `pcm_sample_rate` (KsponSpeech); every other file is read by libsndfile
-  (WAV, FLAC, OGG, ...). Several channels are averaged; other rates are
-  resampled with soxr's high-quality filter.
+  (WAV, FLAC, OGG, ...). Then `to_mono` averages channels and resamples.
 
   Args:
     path: the audio file.
@@ -71,32 +112,19 @@ def read_audio(
   """
   path = os.fspath(path)
   if os.path.splitext(path)[1].lower() in PCM_EXTENSIONS:
-    samples_N = _pcm_samples(path)
-    rate = pcm_sample_rate
-    if samples_N.size == 0:
-      raise AudioError(f'{path}: audio file holds no samples')
-    if rate == sample_rate:
-      return samples_N
-    signal_N = samples_N.astype(np.float32) / 32768.0
+    data, rate = _pcm_samples(path), pcm_sample_rate
   else:
     try:
       info = sf.info(path)
       # Exact int16 when nothing needs computing, float otherwise so that
       # mixing and resampling do not round twice.
       exact = info.channels == 1 and info.samplerate == sample_rate
-      data, rate = sf.read(
-        path, dtype='int16' if exact else 'float32', always_2d=True
-      )
+      data, rate = sf.read(path, dtype='int16' if exact else 'float32')
     except (sf.LibsndfileError, RuntimeError, OSError, EOFError) as e:
       raise AudioError(f'{path}: cannot read audio file: {e}') from e
-    if data.size == 0:
-      raise AudioError(f'{path}: audio file holds no samples')
-    if exact:
-      return np.ascontiguousarray(data[:, 0])
-    signal_N = data.mean(axis=1, dtype=np.float32)
-  if rate != sample_rate:
-    signal_N = soxr.resample(signal_N, rate, sample_rate, quality='HQ')
-  return _to_int16(signal_N)
+  if data.size == 0:
+    raise AudioError(f'{path}: audio file holds no samples')
+  return to_mono(data, rate, sample_rate)
 
 
 def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:

@@ -140,3 +140,18 @@ def test_trim_silence_keeps_only_the_speech_parts():
 def test_trim_silence_of_nothing():
   empty = np.zeros(0, np.int16)
   assert audio.trim_silence(empty).shape == (0,)
+
+
+def test_array_conversion_matches_read_audio(tmp_path):
+  t = np.arange(44100) / 44100
+  stereo = np.stack([np.sin(2 * np.pi * 300 * t), 0.5 * np.sin(t)], 1) * 0.4
+  path = tmp_path / 's.wav'
+  sf.write(path, stereo.astype(np.float32), 44100, subtype='FLOAT')
+  np.testing.assert_array_equal(
+    audio.to_mono(stereo.astype(np.float32), 44100, 16000),
+    audio.read_audio(path),
+  )
+  with pytest.raises(ValueError, match='int16 or float'):
+    audio.to_mono(np.zeros(10, np.int32), 16000)
+  with pytest.raises(ValueError, match='shape'):
+    audio.to_mono(np.zeros((2, 2, 2), np.int16), 16000)

@@ -1,0 +1,201 @@
+"""What `decode.py` can transcribe: files, directories, .trn lists, splits.
+
+Every source becomes a stream of `DecodeItem`s, each with an id, a reference
+when one is known, and a loader that returns 16 kHz mono int16 samples. The
+loaders run lazily, one item at a time, so a directory of 100,000 files or
+a whole TFDS split never sits in memory, and a file that cannot be read
+fails alone (its `AudioError` names it) instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+from las_jax import audio
+from las_jax.data import common, ksponspeech
+
+# File extensions picked up when a directory is given (case-insensitive).
+AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.pcm', '.raw')
+# Extension of KsponSpeech transcript lists.
+TRN_EXTENSION = '.trn'
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeItem:
+  """One utterance to transcribe.
+
+  Attributes:
+    id: utterance id: the path as found for files, the corpus id for .trn
+      lists and dataset splits.
+    name: how messages refer to it (a path, 'eval_clean.trn:12', ...).
+    reference: normalized reference transcript, or None when unknown.
+    load: returns the samples (int16, mono, 16 kHz); raises
+      `audio.AudioError` naming the file when it cannot.
+  """
+
+  id: str
+  name: str
+  reference: str | None
+  load: Callable[[], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+  """An input line or path that yields no item (reported, not fatal)."""
+
+  name: str
+  reason: str
+
+
+def _file_item(path: str) -> DecodeItem:
+  return DecodeItem(
+    id=path, name=path, reference=None, load=lambda: audio.read_audio(path)
+  )
+
+
+def find_audio_files(directory: str) -> list[str]:
+  """Audio files under `directory` (recursively), in sorted path order."""
+  found = []
+  for root, dirs, files in os.walk(directory):
+    dirs.sort()  # os.walk visits subdirectories in this list's order.
+    for name in sorted(files):
+      if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+        found.append(os.path.join(root, name))
+  return found
+
+
+def trn_audio_root(trn_path: str) -> str:
+  """Directory a .trn list's audio paths are relative to, by default.
+
+  KsponSpeech keeps its lists in `<corpus>/scripts/` (or
+  `KsponSpeech_scripts/`) with paths relative to `<corpus>`; a list
+  anywhere else is taken to sit in its corpus root.
+  """
+  parent = os.path.dirname(os.path.abspath(trn_path))
+  if os.path.basename(parent) in ksponspeech.SCRIPT_DIRS:
+    return os.path.dirname(parent)
+  return parent
+
+
+def trn_items(
+  trn_path: str, audio_root: str | None, transcription: str
+) -> tuple[list[DecodeItem], list[Rejected]]:
+  """Items of a KsponSpeech `.trn` list (`path :: transcript` lines).
+
+  Args:
+    trn_path: the list.
+    audio_root: directory the listed paths are relative to; None for
+      `trn_audio_root(trn_path)`.
+    transcription: 'phonetic', 'spelling' or 'none', how references are
+      normalized (the trained model's `data.transcription`).
+
+  Returns:
+    (items, rejected lines) in file order. Lines that do not parse and
+    transcripts that normalize to nothing are rejected, as the dataset
+    builder rejects them.
+  """
+  if not os.path.isfile(trn_path):
+    raise FileNotFoundError(f'{trn_path}: no such transcript list')
+  root = audio_root or trn_audio_root(trn_path)
+  utterances, skipped = ksponspeech.read_trn(trn_path, root)
+  rejected = [Rejected(s.source, s.reason) for s in skipped]
+  items = []
+  for utt in utterances:
+    reference = common.normalize(utt.raw_text, transcription, utt.id)
+    if not reference:
+      reason = f'transcript {utt.raw_text!r} is empty after normalization'
+      rejected.append(Rejected(utt.source, reason))
+      continue
+    path = utt.audio_path
+    items.append(
+      DecodeItem(
+        id=utt.id,
+        name=utt.source,
+        reference=reference,
+        load=lambda path=path: audio.read_audio(path),
+      )
+    )
+  return items, rejected
+
+
+def path_items(
+  paths: Sequence[str],
+  audio_root: str | None = None,
+  transcription: str = common.PHONETIC,
+) -> tuple[list[DecodeItem], list[Rejected]]:
+  """Items for command-line inputs: audio files, directories, .trn lists.
+
+  A path that does not exist is kept as a file item: its loader raises the
+  `AudioError` that reports it, in input order with the other failures.
+
+  Args:
+    paths: files, directories (searched recursively for
+      `AUDIO_EXTENSIONS`) and `.trn` lists, in any mix.
+    audio_root: root of the audio paths in .trn lists (see `trn_items`).
+    transcription: reference normalization for .trn lists.
+
+  Returns:
+    (items, rejected), items in the order given (directory contents
+    sorted).
+  """
+  items, rejected = [], []
+  for path in paths:
+    path = os.fspath(path)
+    if os.path.isdir(path):
+      found = find_audio_files(path)
+      if not found:
+        exts = ', '.join(AUDIO_EXTENSIONS)
+        rejected.append(Rejected(path, f'directory holds no {exts} files'))
+      items.extend(_file_item(p) for p in found)
+    elif path.lower().endswith(TRN_EXTENSION):
+      trn, bad = trn_items(path, audio_root, transcription)
+      items.extend(trn)
+      rejected.extend(bad)
+    else:
+      items.append(_file_item(path))
+  return items, rejected
+
+
+def split_items(
+  dataset: str, transcription: str, split: str, data_dir: str
+) -> tuple[int, Iterator[DecodeItem]]:
+  """Items of a prepared TFDS split, read lazily in stored order.
+
+  Args:
+    dataset: builder name ('ksponspeech', 'manifest').
+    transcription: builder config ('phonetic', 'spelling', 'none').
+    split: split name, e.g. 'eval_clean'.
+    data_dir: the TFDS data directory the dataset was prepared in.
+
+  Returns:
+    (number of examples, iterator of items whose reference is the
+    example's normalized `text`).
+  """
+  import tensorflow_datasets as tfds  # Deferred: a slow import.
+
+  import las_jax.data  # noqa: F401  Registers the builders.
+
+  builder = tfds.builder(f'{dataset}/{transcription}', data_dir=data_dir)
+  if split not in builder.info.splits:
+    raise ValueError(
+      f'{dataset}/{transcription} in {data_dir} has no split {split!r}; '
+      f'it has {sorted(builder.info.splits)}'
+    )
+  source = builder.as_data_source(split)
+
+  def items() -> Iterator[DecodeItem]:
+    for i in range(len(source)):
+      record = source[i]
+      samples = np.asarray(record['audio'], np.int16)
+      yield DecodeItem(
+        id=record['id'].decode(),
+        name=f'{split}[{i}]',
+        reference=record['text'].decode(),
+        load=lambda samples=samples: samples,
+      )
+
+  return len(source), items()

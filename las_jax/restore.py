@@ -1,0 +1,175 @@
+"""Restoring a trained model for inference from a training run's checkpoint.
+
+`checkpoint.Checkpointer` restores the whole training state (optimizer
+moments and the data-iterator position included) to resume training.
+Inference needs only the model: this module reads `params` and `variables`
+out of a checkpoint's `state` item with orbax's partial restore, so the
+optimizer state (twice the parameters' size, for Adam) is never read and no
+optimizer has to be rebuilt. The layout it reads is `checkpoint.py`'s:
+
+  <workdir>/config.json, <workdir>/vocab.txt
+  <workdir>/checkpoints/<step>/state        latest steps
+  <workdir>/checkpoints_best/<step>/state   best dev CER
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from las_jax import models
+from las_jax.text import Vocabulary
+
+# Files of a run directory (written by training).
+CONFIG_FILE = 'config.json'
+VOCAB_FILE = 'vocab.txt'
+# Checkpoint directories of a run, by `which`.
+CHECKPOINT_DIRS = {'latest': 'checkpoints', 'best': 'checkpoints_best'}
+# The orbax item holding the training state inside a step directory.
+STATE_ITEM = 'state'
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A restored model with the configuration and vocabulary it was trained
+  with."""
+
+  model: nnx.Module
+  config: ml_collections.ConfigDict
+  vocab: Vocabulary
+  # The checkpoint's step directory.
+  checkpoint: Path
+
+
+def load_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
+  """Reads a run's config.json as a ConfigDict."""
+  path = Path(run_dir) / CONFIG_FILE
+  try:
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+  except FileNotFoundError as e:
+    raise FileNotFoundError(
+      f'{path} not found: {run_dir} is not a training run directory'
+    ) from e
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path}: not valid JSON: {e}') from e
+
+
+def find_run_dir(checkpoint: str | os.PathLike) -> Path:
+  """The nearest directory at or above `checkpoint` holding config.json."""
+  path = Path(checkpoint).absolute()
+  for candidate in (path, *path.parents):
+    if (candidate / CONFIG_FILE).is_file():
+      return candidate
+  raise FileNotFoundError(
+    f'no {CONFIG_FILE} in {path} or above it: give the checkpoint of a '
+    'training run directory'
+  )
+
+
+def checkpoint_dir(
+  workdir: str | os.PathLike, which: str = 'latest', step: int | None = None
+) -> Path:
+  """The step directory of a run's latest/best checkpoint (or of `step`).
+
+  Raises:
+    ValueError: `which` is not 'latest' or 'best'.
+    FileNotFoundError: there is no such checkpoint (naming the directory).
+  """
+  if which not in CHECKPOINT_DIRS:
+    raise ValueError(
+      f'which must be one of {sorted(CHECKPOINT_DIRS)}, got {which!r}'
+    )
+  if not Path(workdir).is_dir():
+    raise FileNotFoundError(f'{workdir}: no such run directory')
+  directory = Path(workdir).absolute() / CHECKPOINT_DIRS[which]
+  if not directory.is_dir():
+    raise FileNotFoundError(f'{directory}: no {which} checkpoints here')
+  steps = ocp.utils.checkpoint_steps(directory)  # Finalized ones only.
+  if step is None:
+    if not steps:
+      raise FileNotFoundError(f'{directory}: no complete checkpoint')
+    step = max(steps)
+  elif step not in steps:
+    raise FileNotFoundError(
+      f'{directory}: no checkpoint at step {step}; steps: {sorted(steps)}'
+    )
+  return directory / str(step)
+
+
+def _state_dir(path: Path) -> Path:
+  if (path / STATE_ITEM).is_dir():
+    return path / STATE_ITEM
+  if path.name == STATE_ITEM and path.is_dir():
+    return path
+  raise FileNotFoundError(
+    f'{path}: not a checkpoint step directory (no {STATE_ITEM}/ inside)'
+  )
+
+
+def restore_model(
+  config: ml_collections.ConfigDict,
+  vocab_size: int,
+  checkpoint: str | os.PathLike,
+) -> nnx.Module:
+  """Builds the configured model and loads a checkpoint's weights into it.
+
+  Args:
+    config: the run's configuration (its `model` section builds the model).
+    vocab_size: size of the run's vocabulary.
+    checkpoint: a step directory (holding `state/`) or its `state/`.
+
+  Returns:
+    The model with the checkpoint's parameters and other variables (batch
+    norm statistics), on the default device.
+  """
+  state_dir = _state_dir(Path(checkpoint).absolute())
+
+  def build() -> nnx.Module:
+    return models.build_model(config.model, vocab_size, nnx.Rngs(config.seed))
+
+  # Shapes only: the weights come from the checkpoint, not an init.
+  graphdef, params, variables, _ = nnx.split(
+    nnx.eval_shape(build), nnx.Param, nnx.Not(nnx.RngState), nnx.RngState
+  )
+  # RNG streams are not checkpointed; build them, letting XLA drop the
+  # parameter initializers whose results are unused.
+  rng_streams = jax.jit(lambda: nnx.split(build(), nnx.RngState, ...)[1])()
+  target = {'params': params, 'variables': variables}
+  abstract = jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target
+  )
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    restored = checkpointer.restore(
+      state_dir,
+      args=ocp.args.PyTreeRestore(
+        item=abstract,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True,
+      ),
+    )
+  return nnx.merge(
+    graphdef, restored['params'], restored['variables'], rng_streams
+  )
+
+
+def load_checkpoint(checkpoint: str | os.PathLike) -> Run:
+  """Restores a checkpoint step directory with its run's config and vocab."""
+  run_dir = find_run_dir(checkpoint)
+  config = load_config(run_dir)
+  vocab = Vocabulary.load(run_dir / VOCAB_FILE)
+  model = restore_model(config, len(vocab), checkpoint)
+  return Run(model, config, vocab, Path(checkpoint).absolute())
+
+
+def load_run(
+  workdir: str | os.PathLike, which: str = 'latest', step: int | None = None
+) -> Run:
+  """Restores a run's latest or best checkpoint (see `checkpoint_dir`)."""
+  return load_checkpoint(checkpoint_dir(workdir, which, step))

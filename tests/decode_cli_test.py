@@ -1,0 +1,202 @@
+"""decode.py end to end: directories, .trn lists, TFDS splits, reports.
+
+A tiny random-parameter run (see recognizer_test.make_run) decodes real
+files; the tests check what users rely on: bad files are named and skipped
+without failing the run, JSONL lines carry the documented fields, and the
+summary's error rates are the corpus rates of the JSONL's own lines.
+"""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+from recognizer_test import SR, make_run, signal, to_int16
+
+from las_jax import decode_inputs, metrics, transcribe
+
+jax.config.update('jax_disable_most_optimizations', True)
+
+ROOT = Path(__file__).resolve().parents[1]
+JSONL_FIELDS = {
+  'id',
+  'hypothesis',
+  'reference',
+  'errors',
+  'nbest',
+  'audio_seconds',
+}
+TRN_TEXTS = ['가나다 라마바', '사아자 차카타', '나다 마바 (사아)/(싸아)']
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  return make_run(tmp_path_factory.mktemp('run'))
+
+
+@pytest.fixture(scope='module')
+def corpus(tmp_path_factory):
+  """A KsponSpeech-layout corpus: PCM files and scripts/eval_clean.trn."""
+  root = tmp_path_factory.mktemp('kspon')
+  audio_dir = root / 'KsponSpeech_eval' / 'eval_clean'
+  audio_dir.mkdir(parents=True)
+  lines = []
+  for i, text in enumerate(TRN_TEXTS):
+    name = f'KsponSpeech_E{i:05d}.pcm'
+    to_int16(signal(0.4 + 0.3 * i, seed=i)).astype('<i2').tofile(
+      audio_dir / name
+    )
+    lines.append(f'KsponSpeech_eval/eval_clean/{name} :: {text}')
+  lines.insert(1, 'this line has no separator')
+  (root / 'scripts').mkdir()
+  (root / 'scripts' / 'eval_clean.trn').write_text('\n'.join(lines) + '\n')
+  return root
+
+
+def _records(path):
+  return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def test_directory_with_bad_files_decodes_the_rest(run_dir, tmp_path):
+  inputs = tmp_path / 'inputs'
+  (inputs / 'sub').mkdir(parents=True)
+  sf.write(inputs / 'a.wav', to_int16(signal(0.6, 1)), SR)
+  # 0.9 s of samples declared as 22.05 kHz: 0.653 s, resampled.
+  sf.write(inputs / 'sub' / 'b.flac', to_int16(signal(0.9, 2)), 22050)
+  (inputs / 'corrupt.wav').write_bytes(b'RIFF....WAVEfmt garbage')
+  sf.write(inputs / 'silent.wav', np.zeros(8000, np.int16), SR)
+  (inputs / 'notes.txt').write_text('not audio')
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    JAX_DISABLE_MOST_OPTIMIZATIONS='true',
+  )
+  proc = subprocess.run(
+    [
+      sys.executable,
+      str(ROOT / 'decode.py'),
+      f'--workdir={run_dir}',
+      '--beam_size=2',
+      str(inputs),
+    ],
+    capture_output=True,
+    text=True,
+    env=env,
+    cwd=ROOT,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr
+  assert f'Skipping {inputs / "corrupt.wav"}' in proc.stderr
+  assert f'Skipping {inputs / "silent.wav"}' in proc.stderr
+  assert 'Decoded 2 utterances' in proc.stderr
+  assert 'skipped 2 input(s)' in proc.stderr
+  assert 'Real-time factor' in proc.stderr and 'compilation' in proc.stderr
+  assert 'CER' not in proc.stderr  # No references, no error rates.
+  lines = dict(line.split('\t') for line in proc.stdout.splitlines())
+  assert sorted(lines) == [str(inputs / 'a.wav'), str(inputs / 'sub/b.flac')]
+  records = _records(run_dir / 'decode' / 'inputs.jsonl')
+  assert {r['id']: r['hypothesis'] for r in records} == lines
+  for r in records:
+    assert set(r) == JSONL_FIELDS
+    assert r['reference'] is None and r['errors'] is None
+    assert 1 <= len(r['nbest']) <= 2
+    assert r['nbest'][0]['text'] == r['hypothesis']
+  assert sorted(r['audio_seconds'] for r in records) == [0.6, 0.6531]
+
+
+def _decode(**kwargs):
+  out, err = io.StringIO(), io.StringIO()
+  summary = transcribe.decode(stdout=out, stderr=err, **kwargs)
+  return summary, out.getvalue(), err.getvalue()
+
+
+def test_trn_list_reports_error_rates(run_dir, corpus, tmp_path):
+  output = tmp_path / 'eval.jsonl'
+  summary, out, err = _decode(
+    workdir=str(run_dir),
+    paths=[str(corpus / 'scripts' / 'eval_clean.trn')],
+    output=str(output),
+    beam_size=1,
+  )
+  assert 'eval_clean.trn:2' in err and "expected 'PATH :: TEXT'" in err
+  assert summary.utterances == 3 and summary.skipped == 1
+  records = _records(output)
+  assert [r['id'] for r in records] == [
+    f'KsponSpeech_E{i:05d}' for i in range(3)
+  ]
+  # References are normalized as the run's config says (phonetic).
+  assert records[2]['reference'] == '나다 마바 싸아'
+  for r in records:
+    assert set(r) == JSONL_FIELDS
+    expected = metrics.utterance_errors(r['reference'], r['hypothesis'])
+    assert r['errors'] == expected.__dict__
+  rates = metrics.error_rates(
+    [r['reference'] for r in records], [r['hypothesis'] for r in records]
+  )
+  assert summary.rates == rates
+  assert f'CER {100 * rates.cer:.2f}% (spaces removed' in err
+  assert f'WER {100 * rates.wer:.2f}%' in err
+  assert f'sWER {100 * rates.swer:.2f}%' in err
+  assert summary.audio_seconds == pytest.approx(0.4 + 0.7 + 1.0)
+  assert summary.real_time_factor > 0
+  saved = json.loads(output.with_suffix('.summary.json').read_text())
+  assert saved['utterances'] == 3 and saved['rates']['cer'] == rates.cer
+  assert len(out.splitlines()) == 3
+
+
+def test_tfds_split_decodes_like_its_trn_list(run_dir, corpus, tmp_path):
+  from las_jax import data
+
+  data_dir = tmp_path / 'tfds'
+  data.build_dataset('ksponspeech', data_dir, corpus)
+  from_split, _, _ = _decode(
+    workdir=str(run_dir),
+    split='eval_clean',
+    data_dir=str(data_dir),
+    output=str(tmp_path / 'split.jsonl'),
+    beam_size=1,
+  )
+  from_trn, _, _ = _decode(
+    workdir=str(run_dir),
+    paths=[str(corpus / 'scripts' / 'eval_clean.trn')],
+    output=str(tmp_path / 'trn.jsonl'),
+    beam_size=1,
+  )
+  assert from_split.rates == from_trn.rates
+  split_records = _records(tmp_path / 'split.jsonl')
+  trn_records = _records(tmp_path / 'trn.jsonl')
+  key = lambda r: r['id']  # noqa: E731
+  for a, b in zip(
+    sorted(split_records, key=key), sorted(trn_records, key=key), strict=True
+  ):
+    assert (a['id'], a['reference'], a['nbest']) == (
+      b['id'],
+      b['reference'],
+      b['nbest'],
+    )
+
+
+def test_argument_errors(run_dir):
+  with pytest.raises(ValueError, match='exactly one of --workdir'):
+    _decode(workdir=str(run_dir), checkpoint='x', paths=['a.wav'])
+  with pytest.raises(ValueError, match='not both'):
+    _decode(workdir=str(run_dir), paths=['a.wav'], split='dev')
+  with pytest.raises(FileNotFoundError, match='no such transcript list'):
+    decode_inputs.trn_items('missing.trn', None, 'phonetic')
+
+
+def test_finds_audio_recursively_in_sorted_order(tmp_path):
+  for rel in ['b/z.flac', 'a.WAV', 'b/a.pcm', 'c.txt', 'b/c/d.raw']:
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_bytes(b'')
+  found = [
+    os.path.relpath(p, tmp_path)
+    for p in decode_inputs.find_audio_files(str(tmp_path))
+  ]
+  assert found == ['a.WAV', 'b/a.pcm', 'b/z.flac', 'b/c/d.raw']

@@ -1,0 +1,254 @@
+"""Recognizer: restore a saved tiny run, transcribe files and arrays.
+
+The run is written by the training code itself (`create_train_state`, then
+`Checkpointer.save` of `state.checkpointed()`, config.json, vocab file), so
+these tests pin the checkpoint layout the recognizer reads. Parameters are
+random: hypotheses are arbitrary, but the whole decode path is
+deterministic, so invariances (file format, batching, padding) are exact.
+"""
+
+import copy
+
+import jax
+import numpy as np
+import pytest
+import soundfile as sf
+
+from las_jax import audio, checkpoint, optim, parallel, restore
+from las_jax import train as train_lib
+from las_jax.recognizer import Hypothesis, Recognizer
+from las_jax.text import Vocabulary
+
+jax.config.update('jax_disable_most_optimizations', True)
+
+SR = 16000
+TEXTS = ['가나다 라마바', '사아자 차카타 파하']
+
+
+def tiny_config():
+  """configs/tiny.py with short buckets and a CTC head, no trimming."""
+  from configs import tiny
+
+  config = tiny.get_config()
+  config.input.audio_buckets_s = (0.5, 1.0, 2.0)
+  config.input.token_buckets = (8, 12)
+  config.input.trim_silence = False  # Keeps librosa off the test's path.
+  config.model.ctc_weight = 0.3
+  config.decode.batch_size = 4
+  return config
+
+
+def make_run(workdir, config=None, step=5):
+  """Writes a training run with one (random-parameter) checkpoint."""
+  config = config or tiny_config()
+  vocab = Vocabulary.build(TEXTS)
+  mesh = parallel.make_mesh(1)
+  tx, _ = optim.make_optimizer(config.train)
+  _, state = train_lib.create_train_state(config, len(vocab), tx, mesh)
+  checkpoint.check_or_write_run_config(workdir, config)
+  vocab.save(workdir / restore.VOCAB_FILE)
+  ckpt = checkpoint.Checkpointer(workdir, keep=2, async_save=False)
+  ckpt.save(step, state.checkpointed(), {'epoch': 0, 'position': 0})
+  ckpt.save_best(step - 1, state.checkpointed(), {}, dev_cer=0.5)
+  ckpt.close()
+  return workdir
+
+
+def signal(seconds, seed):
+  """A chirp plus noise: speech-like enough to give varied hypotheses."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(SR * seconds)) / SR
+  f0 = 150 + 100 * seed
+  x = 0.3 * np.sin(2 * np.pi * (f0 + 400 * t) * t)
+  return x + 0.05 * rng.standard_normal(t.size)
+
+
+def to_int16(x):
+  return np.clip(np.round(x * 32768), -32768, 32767).astype(np.int16)
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory):
+  return make_run(tmp_path_factory.mktemp('run'))
+
+
+@pytest.fixture(scope='module')
+def run(run_dir):
+  return restore.load_run(run_dir)
+
+
+@pytest.fixture(scope='module')
+def recognizer(run):
+  return Recognizer(run.model, run.config, run.vocab, beam_size=3)
+
+
+def test_restores_the_saved_parameters(run_dir):
+  config = tiny_config()
+  vocab = Vocabulary.load(run_dir / restore.VOCAB_FILE)
+  mesh = parallel.make_mesh(1)
+  tx, _ = optim.make_optimizer(config.train)
+  _, state = train_lib.create_train_state(config, len(vocab), tx, mesh)
+  run = restore.load_run(run_dir)
+  from flax import nnx
+
+  _, params, variables, _ = nnx.split(
+    run.model, nnx.Param, nnx.Not(nnx.RngState), nnx.RngState
+  )
+  jax.tree.map(np.testing.assert_array_equal, params, state.params)
+  jax.tree.map(np.testing.assert_array_equal, variables, state.variables)
+  assert run.checkpoint.name == '5'
+
+
+def test_file_formats_decode_alike(recognizer, tmp_path):
+  x = signal(0.8, seed=1)
+  samples = to_int16(x)
+  wav, flac, pcm = tmp_path / 'a.wav', tmp_path / 'a.flac', tmp_path / 'a.pcm'
+  sf.write(wav, samples, SR, subtype='PCM_16')
+  sf.write(flac, samples, SR, subtype='PCM_16')
+  samples.astype('<i2').tofile(pcm)
+  stereo = tmp_path / 'b.wav'
+  t44 = np.arange(int(44100 * 0.8)) / 44100
+  mono44 = 0.3 * np.sin(2 * np.pi * (250 + 400 * t44) * t44)
+  sf.write(stereo, np.stack([mono44, mono44], 1), 44100, subtype='PCM_16')
+
+  nbest = recognizer.transcribe([wav, flac, pcm, stereo], nbest=True)
+  assert len(nbest) == 4
+  for hyps in nbest:
+    assert 1 <= len(hyps) <= 3
+    assert all(isinstance(h, Hypothesis) for h in hyps)
+    assert all(isinstance(h.text, str) for h in hyps)
+    scores = [h.score for h in hyps]
+    assert scores == sorted(scores, reverse=True)
+  # The same samples in three containers: the same n-best, bit for bit.
+  assert nbest[0] == nbest[1] == nbest[2]
+  texts = recognizer.transcribe([str(wav), stereo])
+  assert texts == [nbest[0][0].text, nbest[3][0].text]
+
+
+def test_arrays_decode_like_files(recognizer, tmp_path):
+  x = signal(0.8, seed=2)
+  path = tmp_path / 'c.wav'
+  sf.write(path, to_int16(x), SR, subtype='PCM_16')
+  from_file = recognizer.transcribe([path], nbest=True)
+  as_int16 = recognizer.transcribe([to_int16(x)], nbest=True)
+  # Float input is scaled as libsndfile scales int16 (x / 32768).
+  as_float = recognizer.transcribe([to_int16(x) / 32768.0], nbest=True)
+  assert from_file == as_int16 == as_float
+
+
+def test_batch_and_padding_invariance(recognizer, run):
+  short = to_int16(signal(0.4, seed=3))
+  longer = [to_int16(signal(s, seed=4 + i)) for i, s in enumerate((1.9, 1.3))]
+  alone = recognizer.transcribe([short], nbest=True)[0]
+  # One 2 s bucket: the short utterance is padded 5x and batched with two
+  # longer ones (a 4-row batch with one padding row).
+  config = copy.deepcopy(run.config)
+  config.input.audio_buckets_s = (2.0,)
+  one_bucket = Recognizer(run.model, config, run.vocab, beam_size=3)
+  batched = one_bucket.transcribe([longer[0], short, longer[1]], nbest=True)
+  assert [h.text for h in batched[1]] == [h.text for h in alone]
+  np.testing.assert_allclose(
+    [h.score for h in batched[1]], [h.score for h in alone], atol=1e-4
+  )
+  assert sorted(one_bucket._compiled) == [(4, 32000)]
+
+
+def test_streams_by_bucket_and_compiles_once_per_shape(run):
+  rec = Recognizer(run.model, run.config, run.vocab, beam_size=1, batch_size=2)
+  lengths = [0.3, 0.9, 0.4, 0.8, 0.45, 1.5]
+  utts = [(i, to_int16(signal(s, seed=i))) for i, s in enumerate(lengths)]
+  out = list(rec.decode_stream(utts))
+  # Full batches as their bucket fills, then leftovers by bucket length.
+  assert [k for k, _ in out] == [0, 2, 1, 3, 4, 5]
+  assert sorted(rec._compiled) == [(1, 8000), (1, 32000), (2, 8000), (2, 16000)]
+  compile_s = rec.compile_seconds
+  assert compile_s > 0
+  again = list(rec.decode_stream(utts))
+  assert rec.compile_seconds == compile_s  # Cached: nothing recompiled.
+  assert again == out
+  # Greedy search: a one-entry n-best whose score is a sum of log-probs.
+  assert all(len(h) == 1 and h[0].score < 0 for _, h in out)
+  # 30 tokens/s (configs/default.py): 1 s of audio may give 30 + EOS.
+  assert rec.max_tokens(16000) == 31
+
+
+def test_silent_and_unreadable_inputs_are_named(recognizer, tmp_path):
+  with pytest.raises(audio.AudioError, match='array 1: audio is silent'):
+    recognizer.transcribe([signal(0.3, 1), np.zeros(8000)])
+  broken = tmp_path / 'broken.wav'
+  broken.write_bytes(b'RIFF\x00\x00not really a wave file')
+  with pytest.raises(audio.AudioError, match='broken.wav'):
+    recognizer.transcribe([broken])
+  with pytest.raises(TypeError, match='sequence'):
+    recognizer.transcribe('a.wav')
+
+
+def test_loads_by_workdir_or_checkpoint_path(run_dir, run):
+  x = to_int16(signal(0.5, seed=9))
+  by_workdir = Recognizer.from_workdir(run_dir, beam_size=1)
+  by_path = Recognizer.from_checkpoint(
+    run_dir / 'checkpoints' / '5', beam_size=1
+  )
+  assert by_workdir.transcribe([x], nbest=True) == by_path.transcribe(
+    [x], nbest=True
+  )
+  best = restore.checkpoint_dir(run_dir, which='best')
+  assert best == run_dir.absolute() / 'checkpoints_best' / '4'
+  with pytest.raises(ValueError, match="'latest', 'best'|'best', 'latest'"):
+    restore.checkpoint_dir(run_dir, which='newest')
+  with pytest.raises(FileNotFoundError, match='no checkpoint at step 7'):
+    Recognizer.from_workdir(run_dir, step=7)
+  with pytest.raises(FileNotFoundError, match='config.json'):
+    Recognizer.from_checkpoint(run_dir.parent)
+
+
+def test_ctc_rescoring_reorders_by_joint_score(run):
+  x = to_int16(signal(0.7, seed=5))
+  attention = Recognizer(
+    run.model, run.config, run.vocab, beam_size=3, ctc_weight=0.0
+  )
+  joint = Recognizer(
+    run.model, run.config, run.vocab, beam_size=3, ctc_weight=0.5
+  )
+  assert joint.ctc_weight == 0.5
+  assert Recognizer(run.model, run.config, run.vocab).ctc_weight == 0.3
+  att = attention.transcribe([x], nbest=True)[0]
+  both = joint.transcribe([x], nbest=True)[0]
+  # Same hypotheses, new scores: (1 - w) * attention + w * log p_ctc <
+  # attention alone, since log p_ctc < 0.
+  assert sorted(h.text for h in att) == sorted(h.text for h in both)
+  scores = [h.score for h in both]
+  assert scores == sorted(scores, reverse=True)
+  assert max(scores) != pytest.approx(att[0].score)
+
+
+def test_ctc_weight_needs_a_ctc_head(run):
+  config = copy.deepcopy(run.config)
+  config.model.ctc_weight = 0.0
+  with pytest.raises(ValueError, match='CTC head'):
+    Recognizer(run.model, config, run.vocab, ctc_weight=0.5)
+
+
+def test_deepspeech2_greedy_and_prefix_beam(tmp_path):
+  from flax import nnx
+
+  from configs import deepspeech2
+  from las_jax import models
+
+  config = deepspeech2.get_config()
+  config.model.encoder_hidden = 16
+  config.model.encoder_layers = 1
+  config.input.audio_buckets_s = (1.0,)
+  config.input.trim_silence = False
+  vocab = Vocabulary.build(TEXTS)
+  model = models.build_model(config.model, len(vocab), nnx.Rngs(0))
+  x = to_int16(signal(0.6, seed=6))
+  greedy = Recognizer(model, config, vocab, beam_size=1)
+  beam = Recognizer(model, config, vocab, beam_size=4)
+  [[best_path]] = greedy.transcribe([x], nbest=True)
+  prefixes = beam.transcribe([x], nbest=True)[0]
+  assert len(prefixes) == 4
+  assert len({h.text for h in prefixes}) == 4  # Prefixes are merged.
+  # A label sequence's probability sums over its alignments, so it is at
+  # least that of the best single path.
+  assert prefixes[0].score >= best_path.score - 1e-4
