@@ -107,6 +107,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.input_dim = 80
   # Conv front end: 'vgg' (time / 4, KoSpeech LAS) or 'ds2' (time / 2).
   model.extractor = 'vgg'
+  # VGG conv channels (first block, second block); KoSpeech: (64, 128).
+  model.vgg_channels = (64, 128)
   # Extractor activation: hardtanh (clip 0..20), relu, elu, leaky_relu,
   # gelu or swish (KoSpeech's --activation).
   model.activation = 'hardtanh'

@@ -1,0 +1,278 @@
+"""Checkpoints of a training run, and the run's identity in its workdir.
+
+Layout of a workdir:
+  checkpoints/<step>/state        params, optimizer state, step, RNG (orbax)
+  checkpoints/<step>/data_iter    one JSON file per process: that host's
+                                  input-iterator state
+  checkpoints/<step>/run          JSON: the run's config and vocabulary, so
+                                  a step directory is self-contained
+  checkpoints_best/<step>/...     the same items for the best dev CER so far
+  config.json                     the configuration of the run
+  vocab.txt                       the vocabulary (a copy of the one trained on)
+
+`checkpoints/` keeps the last `keep` steps; `checkpoints_best/` keeps one,
+chosen by orbax's `best_fn` on the dev CER. A second manager rather than one
+with `best_fn` because orbax's `best_fn` would replace "keep the latest"
+with "keep the best", and resuming needs the latest.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+# Config sections/fields that define the network and its inputs: a workdir
+# whose saved config differs in any of them cannot be resumed.
+ARCHITECTURE_FIELDS = (
+  'model',
+  'features.num_mels',
+  'features.normalize',
+  'features.input_reverse',
+  'data.transcription',
+  'train.vocab_unit',
+  'train.vocab_max_size',
+)
+
+
+class IteratorStateHandler(ocp.CheckpointHandler):
+  """Saves each process's data-iterator state to its own JSON file.
+
+  orbax's JsonCheckpointHandler writes from process 0 only, but every host
+  reads a different shard of the data and has its own iterator position.
+  """
+
+  def save(self, directory: epath.Path, args: 'IteratorStateSave') -> None:
+    state = args.state
+    if isinstance(state, bytes):  # grain.DataLoader iterators give JSON bytes.
+      state = {'__bytes__': state.decode()}
+    name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+    (directory / name).write_text(json.dumps(state))
+
+  def restore(
+    self, directory: epath.Path, args: 'IteratorStateRestore | None' = None
+  ) -> Any:
+    del args
+    name = f'process_{jax.process_index()}-of-{jax.process_count()}.json'
+    path = directory / name
+    if not path.exists():
+      raise ValueError(
+        f'{path} does not exist: the checkpoint was written by a run with a '
+        'different number of processes.'
+      )
+    state = json.loads(path.read_text())
+    if isinstance(state, dict) and set(state) == {'__bytes__'}:
+      state = state['__bytes__'].encode()
+    return state
+
+  def structure(self, directory: epath.Path) -> None:
+    del directory
+
+  def metadata(self, directory: epath.Path) -> None:
+    del directory
+
+  def finalize(self, directory: epath.Path) -> None:
+    del directory
+
+  def close(self) -> None:
+    pass
+
+
+@ocp.args.register_with_handler(IteratorStateHandler, for_save=True)
+@dataclasses.dataclass
+class IteratorStateSave(ocp.args.CheckpointArgs):
+  # JSON-able dict or bytes from the iterator's `get_state()`.
+  state: Any
+
+
+@ocp.args.register_with_handler(IteratorStateHandler, for_restore=True)
+@dataclasses.dataclass
+class IteratorStateRestore(ocp.args.CheckpointArgs):
+  pass
+
+
+class Checkpointer:
+  """The latest-K and best-by-CER orbax managers of one workdir."""
+
+  def __init__(
+    self,
+    workdir: str | Path,
+    keep: int,
+    async_save: bool = True,
+    run_info: dict[str, Any] | None = None,
+  ):
+    """Opens (or creates) the managers.
+
+    Args:
+      workdir: the run directory.
+      keep: how many of the latest checkpoints to keep.
+      async_save: write in a background thread (the step loop goes on).
+      run_info: JSON-able description of the run (config, vocabulary)
+        written into every checkpoint as item `run`; None = no such item.
+    """
+    workdir = Path(workdir).absolute()
+    self._run_info = run_info
+    options = dict(create=True, enable_async_checkpointing=async_save)
+    self._latest = ocp.CheckpointManager(
+      workdir / 'checkpoints',
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, **options),
+      item_names=('state', 'data_iter', 'run'),
+    )
+    self._best = ocp.CheckpointManager(
+      workdir / 'checkpoints_best',
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=1,
+        best_fn=lambda metrics: metrics['dev_cer'],
+        best_mode='min',
+        keep_checkpoints_without_metrics=False,
+        **options,
+      ),
+      item_names=('state', 'data_iter', 'run'),
+    )
+
+  def latest_step(self) -> int | None:
+    """The step of the newest complete checkpoint, or None."""
+    return self._latest.latest_step()
+
+  def best_step(self) -> int | None:
+    """The step of the best-CER checkpoint, or None."""
+    return self._best.best_step()
+
+  def _args(self, state: Any, data_state: Any) -> ocp.args.Composite:
+    items = dict(
+      state=ocp.args.StandardSave(state),
+      data_iter=IteratorStateSave(data_state),
+    )
+    if self._run_info is not None:
+      items['run'] = ocp.args.JsonSave(self._run_info)
+    return ocp.args.Composite(**items)
+
+  def save(self, step: int, state: Any, data_state: Any) -> None:
+    """Saves `state` (a pytree of arrays) and the iterator state at `step`."""
+    if self._latest.latest_step() == step:
+      return  # Already saved (e.g. interval save followed by the final one).
+    self._latest.save(step, args=self._args(state, data_state), force=True)
+
+  def save_best(
+    self, step: int, state: Any, data_state: Any, dev_cer: float
+  ) -> None:
+    """Offers the step to the best-CER manager (kept if CER is lowest)."""
+    self._best.save(
+      step,
+      args=self._args(state, data_state),
+      metrics={'dev_cer': float(dev_cer)},
+      force=True,
+    )
+
+  def restore(
+    self, abstract_state: Any, step: int | None = None, best: bool = False
+  ) -> tuple[Any, Any]:
+    """Restores `(state, data_state)`.
+
+    Args:
+      abstract_state: pytree of `jax.ShapeDtypeStruct` (with shardings) that
+        says how to lay the arrays out; restoring against it keeps optax
+        state types (NamedTuples) instead of plain lists.
+      step: which step; default the latest (or the best with `best`).
+      best: read from the best-CER manager.
+    """
+    manager = self._best if best else self._latest
+    if step is None:
+      step = manager.best_step() if best else manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {manager.directory}')
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data_iter=IteratorStateRestore(),
+      ),
+    )
+    return restored['state'], restored['data_iter']
+
+  def restore_run_info(self, step: int | None = None) -> Any:
+    """The `run` item of a latest-K checkpoint (default the newest)."""
+    step = self._latest.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'no checkpoint in {self._latest.directory}')
+    restored = self._latest.restore(
+      step, args=ocp.args.Composite(run=ocp.args.JsonRestore())
+    )
+    return restored['run']
+
+  def wait(self) -> None:
+    """Blocks until background saves are on disk."""
+    self._latest.wait_until_finished()
+    self._best.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending saves and releases the managers."""
+    self._latest.close()
+    self._best.close()
+
+
+def _lookup(config: dict, dotted: str) -> Any:
+  node = config
+  for key in dotted.split('.'):
+    if not isinstance(node, dict) or key not in node:
+      return None
+    node = node[key]
+  return node
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+  if isinstance(value, dict):
+    out = {}
+    for key, sub in value.items():
+      out.update(_flatten(sub, f'{prefix}.{key}'))
+    return out
+  return {prefix: value}
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+  """The config as plain JSON-able data (tuples become lists)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def architecture_differences(saved: dict, current: dict) -> list[str]:
+  """Dotted names of architecture fields that differ between two configs."""
+  diffs = []
+  for field in ARCHITECTURE_FIELDS:
+    a = _flatten(_lookup(saved, field), field)
+    b = _flatten(_lookup(current, field), field)
+    for key in sorted(set(a) | set(b)):
+      if a.get(key) != b.get(key):
+        diffs.append(f'{key}: saved {a.get(key)!r}, now {b.get(key)!r}')
+  return diffs
+
+
+def check_or_write_run_config(
+  workdir: str | Path, config: ml_collections.ConfigDict
+) -> None:
+  """Writes workdir/config.json, or checks the existing one is compatible.
+
+  Fields outside ARCHITECTURE_FIELDS (learning rate, number of steps, eval
+  interval...) may change between a run and its resumption; the saved file
+  is then updated to the current config.
+
+  Raises:
+    ValueError: naming every architecture field that differs.
+  """
+  path = Path(workdir) / 'config.json'
+  current = config_to_dict(config)
+  if path.exists():
+    saved = json.loads(path.read_text())
+    diffs = architecture_differences(saved, current)
+    if diffs:
+      raise ValueError(
+        f'{workdir} holds a run with a different architecture; use a new '
+        '--workdir or the original config. Differing fields:\n  '
+        + '\n  '.join(diffs)
+      )
+  if jax.process_index() == 0:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2, ensure_ascii=False))

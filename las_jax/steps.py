@@ -1,0 +1,328 @@
+"""The pure train, eval and greedy-decode steps, and their compilation.
+
+The train and eval steps run per device under `jax.shard_map` over the 1-D
+`data` mesh (pmap-style): every device holds a replica of the parameters
+and a slice of the batch; loss numerators and denominators and the
+gradients are summed across devices with `lax.psum`, so the loss of a
+global batch does not depend on the device count.
+
+Batches hold the device fields of the input pipeline: `audio` int16
+[B, N], `audio_lengths` [B] (0 = padding row), `tokens` [B, L] (ids then
+EOS) and `token_lengths` [B] (with the EOS).
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax import nnx
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from las_jax import decoding, features, losses, optim, parallel
+from las_jax import train_state as state_lib
+from las_jax.ctc import ctc_greedy_decode
+from las_jax.text import Vocabulary
+from las_jax.train_state import TrainState
+
+AXIS = parallel.AXIS
+# Batch fields that go to the device (the rest, ids/texts, stay on host).
+DEVICE_FIELDS = ('audio', 'audio_lengths', 'tokens', 'token_lengths')
+
+
+def is_ctc_only(config: ml_collections.ConfigDict) -> bool:
+  """True for models without an attention decoder (DeepSpeech2)."""
+  return config.model.name == 'deepspeech2'
+
+
+def ctc_weight(config: ml_collections.ConfigDict) -> float:
+  """Weight of the CTC term of the objective (1 for DeepSpeech2)."""
+  return 1.0 if is_ctc_only(config) else float(config.train.ctc_weight)
+
+
+def _decoder_inputs(tokens_BxL: jax.Array, sos_id: int) -> jax.Array:
+  """SOS + targets[:-1]: the teacher-forced decoder inputs."""
+  sos_Bx1 = jnp.full((tokens_BxL.shape[0], 1), sos_id, tokens_BxL.dtype)
+  return jnp.concatenate([sos_Bx1, tokens_BxL[:, :-1]], axis=1)
+
+
+def _forward_sums(
+  model: nnx.Module,
+  feats_BxTxF: jax.Array,
+  flen_B: jax.Array,
+  batch: dict[str, jax.Array],
+  *,
+  config: ml_collections.ConfigDict,
+  teacher_forcing_p: jax.Array,
+  sample_key: jax.Array,
+  train: bool,
+) -> tuple[losses.LossSums, jax.Array | None]:
+  """Local loss sums of one batch, and the attention weights (LAS)."""
+  valid_B = batch['audio_lengths'] > 0
+  tokens_BxL = batch['tokens']
+  tlen_B = jnp.where(valid_B, batch['token_lengths'], 0)
+  zero = jnp.zeros((), jnp.float32)
+  ce = tokens = correct = ctc_sum = ctc_count = zero
+  attention = None
+  weight = ctc_weight(config)
+  if is_ctc_only(config):
+    out = model(feats_BxTxF, flen_B, train=train)
+  else:
+    out = model(
+      feats_BxTxF,
+      flen_B,
+      _decoder_inputs(tokens_BxL, Vocabulary.SOS_ID),
+      teacher_forcing_p=teacher_forcing_p,
+      sample_key=sample_key,
+      train=train,
+    )
+    mask_BxL = losses.length_mask(tlen_B, tokens_BxL.shape[1])
+    ce, tokens, correct = losses.label_smoothed_cross_entropy(
+      out['logits_BxLxV'], tokens_BxL, mask_BxL, config.train.label_smoothing
+    )
+    attention = out['attention_BxLxS']
+  if weight > 0:
+    # CTC targets exclude the EOS that ends every token row.
+    ctc_sum, ctc_count = losses.ctc_loss_sum(
+      out['ctc_logits_BxSxV'],
+      out['enc_lengths_B'],
+      tokens_BxL,
+      jnp.maximum(tlen_B - 1, 0),
+      valid_B,
+      blank_id=Vocabulary.PAD_ID,
+    )
+  sums = losses.LossSums(ce, tokens, correct, ctc_sum, ctc_count)
+  return sums, attention
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _pmean_floats(tree: Any) -> Any:
+  return jax.tree.map(
+    lambda x: (
+      lax.pmean(x, AXIS) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    ),
+    tree,
+  )
+
+
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  *,
+  graphdef: nnx.GraphDef,
+  tx: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer step on this device's slice of the batch (under shard_map).
+
+  Args:
+    state: replicated training state.
+    batch: this device's rows of the `DEVICE_FIELDS`.
+    graphdef: the model's static structure.
+    tx: the optimizer.
+    config: the full config.
+
+  Returns:
+    The new state and replicated metrics (loss, ce, ctc, accuracy, grad
+    norm, teacher-forcing ratio, finite flag, utterances, audio seconds).
+  """
+  tcfg = config.train
+  key = jax.random.fold_in(state.rng, state.step)
+  key = jax.random.fold_in(key, lax.axis_index(AXIS))
+  k_feat, k_model, k_sample = jax.random.split(key, 3)
+  # Scheduled sampling: a traced scalar, so its decay never recompiles.
+  tf_p = optim.teacher_forcing_schedule(
+    tcfg.teacher_forcing_ratio,
+    tcfg.min_teacher_forcing_ratio,
+    tcfg.teacher_forcing_steps,
+  )(state.step)
+
+  model = state_lib.merge_model(graphdef, state)
+  state_lib.reseed(model, k_model)
+  feats_BxTxF, flen_B = features.featurize(
+    k_feat, batch['audio'], batch['audio_lengths'], config.features, True
+  )
+  weight = ctc_weight(config)
+
+  def loss_fn(model):
+    sums, _ = _forward_sums(
+      model,
+      feats_BxTxF,
+      flen_B,
+      batch,
+      config=config,
+      teacher_forcing_p=tf_p,
+      sample_key=k_sample,
+      train=True,
+    )
+    # Global denominators: the local objective is this device's share of the
+    # global mean, so summing gradients over devices gives its gradient.
+    global_sums = lax.stop_gradient(
+      jax.tree.map(lambda x: lax.psum(x, AXIS), sums)
+    )
+    local = sums._replace(
+      tokens=global_sums.tokens, utterances=global_sums.utterances
+    )
+    return losses.combine(local, weight), sums
+
+  (_, sums), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+  grads = lax.psum(grads, AXIS)
+  sums = jax.tree.map(lambda x: lax.psum(x, AXIS), sums)
+  loss = losses.combine(sums, weight)
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & _all_finite(grads)
+
+  # A non-finite step would poison Adam's moments forever: compute the update
+  # on zeroed gradients (so nothing NaN flows) and keep the old state.
+  safe_grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
+  updates, new_opt_state = tx.update(safe_grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  _, _, new_variables, new_rng_streams = state_lib.split_model(model)
+  # Batch statistics are already global with synced batch norm; the pmean
+  # keeps replicas bit-identical either way.
+  new_variables = _pmean_floats(new_variables)
+
+  def keep_if_finite(new, old):
+    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+  new_state = state.replace(
+    step=state.step + 1,
+    params=keep_if_finite(new_params, state.params),
+    variables=keep_if_finite(new_variables, state.variables),
+    rng_streams=new_rng_streams,
+    opt_state=keep_if_finite(new_opt_state, state.opt_state),
+    skipped=state.skipped + (~finite).astype(jnp.int32),
+  )
+  valid_B = batch['audio_lengths'] > 0
+  step_metrics = dict(
+    loss=loss,
+    ce=sums.ce / jnp.maximum(sums.tokens, 1.0),
+    ctc=sums.ctc / jnp.maximum(sums.utterances, 1.0),
+    accuracy=sums.correct / jnp.maximum(sums.tokens, 1.0),
+    grad_norm=grad_norm,
+    teacher_forcing=tf_p,
+    finite=finite.astype(jnp.float32),
+    utterances=lax.psum(jnp.sum(valid_B, dtype=jnp.float32), AXIS),
+    audio_seconds=lax.psum(
+      jnp.sum(batch['audio_lengths'], dtype=jnp.float32), AXIS
+    )
+    / config.features.sample_rate,
+  )
+  return new_state, step_metrics
+
+
+def eval_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  *,
+  graphdef: nnx.GraphDef,
+  config: ml_collections.ConfigDict,
+) -> tuple[losses.LossSums, jax.Array]:
+  """Teacher-forced dev loss sums (psummed) and attention for plots.
+
+  Returns:
+    `(sums, attention_BxLxS)`; the attention is this device's rows (zeros
+    of width 1 for CTC-only models).
+  """
+  model = state_lib.merge_model(graphdef, state)
+  feats_BxTxF, flen_B = features.featurize(
+    None, batch['audio'], batch['audio_lengths'], config.features, False
+  )
+  sums, attention = _forward_sums(
+    model,
+    feats_BxTxF,
+    flen_B,
+    batch,
+    config=config,
+    teacher_forcing_p=jnp.ones((), jnp.float32),
+    sample_key=jax.random.PRNGKey(0),
+    train=False,
+  )
+  sums = jax.tree.map(lambda x: lax.psum(x, AXIS), sums)
+  if attention is None:
+    attention = jnp.zeros(batch['tokens'].shape + (1,), jnp.float32)
+  return sums, attention
+
+
+def greedy_decode(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  *,
+  graphdef: nnx.GraphDef,
+  config: ml_collections.ConfigDict,
+  max_len: int,
+) -> tuple[jax.Array, jax.Array]:
+  """Greedy transcription of a batch: `(tokens_BxL, lengths_B)`.
+
+  LAS decodes with its speller's single step (the one training scans);
+  DeepSpeech2 takes the best CTC path. Runs under plain `jax.jit`: the
+  batch is sharded along `data` and XLA keeps the work on each shard.
+  """
+  model = state_lib.merge_model(graphdef, state)
+  feats_BxTxF, flen_B = features.featurize(
+    None, batch['audio'], batch['audio_lengths'], config.features, False
+  )
+  enc = model.encode(feats_BxTxF, flen_B, train=False)
+  if is_ctc_only(config):
+    return ctc_greedy_decode(
+      enc.ctc_logits_BxSxV, enc.enc_lengths_B, Vocabulary.PAD_ID
+    )
+  init_carry, step_fn = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
+  result = decoding.greedy_search(
+    step_fn,
+    init_carry,
+    batch_size=enc.enc_BxSxH.shape[0],
+    max_len=max_len,
+    sos_id=Vocabulary.SOS_ID,
+    eos_id=Vocabulary.EOS_ID,
+  )
+  return result.tokens, result.lengths
+
+
+def compile_steps(
+  config: ml_collections.ConfigDict,
+  graphdef: nnx.GraphDef,
+  tx: optax.GradientTransformation,
+  mesh: jax.sharding.Mesh,
+  max_decode_len: int,
+) -> tuple[Any, Any, Any]:
+  """The jitted `(train, eval, decode)` functions over `mesh`.
+
+  `check_vma=False` gives pmap semantics: gradients of replicated parameters
+  come back per device and are summed explicitly (with `check_vma=True`,
+  shard_map would insert that sum itself and an explicit psum would count
+  every device N times). The train step donates the old state.
+  """
+  batch_spec = P(AXIS)
+  train = jax.jit(
+    jax.shard_map(
+      functools.partial(train_step, graphdef=graphdef, tx=tx, config=config),
+      mesh=mesh,
+      in_specs=(P(), batch_spec),
+      out_specs=(P(), P()),
+      check_vma=False,
+    ),
+    donate_argnums=0,
+  )
+  evaluate = jax.jit(
+    jax.shard_map(
+      functools.partial(eval_step, graphdef=graphdef, config=config),
+      mesh=mesh,
+      in_specs=(P(), batch_spec),
+      out_specs=(P(), batch_spec),
+      check_vma=False,
+    )
+  )
+  decode = jax.jit(
+    functools.partial(
+      greedy_decode, graphdef=graphdef, config=config, max_len=max_decode_len
+    )
+  )
+  return train, evaluate, decode

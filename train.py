@@ -1,0 +1,32 @@
+"""Trains a las_jax model.
+
+  python train.py --config configs/kspon.py --workdir runs/kspon
+  python train.py --config configs/mini.py --workdir runs/mini \
+      --config.train.num_steps=2000
+
+Rerunning the same command with the same --workdir resumes from the latest
+checkpoint. Multi-host: set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+JAX_PROCESS_ID on every host (or --config.train.distributed=True where JAX
+detects the cluster itself).
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from las_jax import train
+
+config_flags.DEFINE_config_file(
+  'config', 'configs/default.py', 'Training configuration.', lock_config=True
+)
+flags.DEFINE_string('workdir', None, 'Run directory (checkpoints, logs).')
+flags.mark_flags_as_required(['workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)
