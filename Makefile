@@ -13,7 +13,7 @@ MINI_RAW := data/mini_kspon
 DATA_DIR := data/tfds
 WORKDIR ?= runs/mini
 
-.PHONY: demo test install system-deps corpus train decode lint clean
+.PHONY: demo test install system-deps corpus lint clean
 
 # Debian packages the mini corpus generator needs (espeak-ng's Korean voice,
 # sox for resampling). Installed only when missing.
@@ -41,8 +41,26 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest
 
+# The generator writes scripts/*.trn last: without them the folder is an
+# interrupted run, started again from scratch.
 corpus: install
-	$(BIN)/python -m las_jax.data.make_mini_kspon $(MINI_RAW) --num_utterances $(MINI_UTTERANCES)
+	@if [ ! -f $(MINI_RAW)/scripts/eval_other.trn ]; then \
+	  rm -rf $(MINI_RAW) && \
+	  $(BIN)/python -m las_jax.data.make_mini_kspon $(MINI_RAW) \
+	    --num_utterances=$(MINI_UTTERANCES); \
+	else echo "Mini corpus already in $(MINI_RAW)"; fi
+
+# Train (resumes if $(WORKDIR) holds a run; the TFDS dataset is built on the
+# first run), then decode the test split with beam search.
+demo: corpus
+	$(BIN)/python train.py --config configs/mini.py --workdir $(WORKDIR)
+	$(BIN)/python decode.py --workdir $(WORKDIR) --which=best --split=eval_clean
+	@echo
+	@echo "Checkpoints:        $(WORKDIR)/checkpoints, $(WORKDIR)/checkpoints_best"
+	@echo "Metrics:            $(WORKDIR)/metrics.jsonl, loss/CER curves in $(WORKDIR)/curves.png"
+	@echo "TensorBoard:        $(BIN)/tensorboard --logdir $(WORKDIR)/tensorboard (pip install tensorboard)"
+	@echo "Attention plots:    $(WORKDIR)/plots/"
+	@echo "Test transcripts:   $(WORKDIR)/decode/"
 
 clean:
 	rm -rf $(VENV) data runs

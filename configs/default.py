@@ -181,9 +181,6 @@ def get_config() -> ml_collections.ConfigDict:
   train.weight_decay = 0.0
   # Label smoothing of the attention cross entropy (KoSpeech: 0.1).
   train.label_smoothing = 0.1
-  # Weight of the CTC loss: 0 = attention only (LAS), 1 = CTC only
-  # (DeepSpeech2), in between = joint CTC-attention (KoSpeech joint: 0.3).
-  train.ctc_weight = 0.0
   # Scheduled sampling: probability of feeding the ground truth at step 0.
   train.teacher_forcing_ratio = 1.0
   # Scheduled sampling: floor the probability decays to.

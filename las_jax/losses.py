@@ -26,8 +26,8 @@ class LossSums(NamedTuple):
   correct: jax.Array
   # Sum of per-utterance CTC losses (0 when there is no CTC head).
   ctc: jax.Array
-  # Number of valid utterances (the CTC denominator).
-  utterances: jax.Array
+  # Number of CTC labels of the utterances in `ctc` (the CTC denominator).
+  ctc_labels: jax.Array
 
 
 def length_mask(lengths_B: jax.Array, max_len: int) -> jax.Array:
@@ -92,7 +92,7 @@ def ctc_loss_sum(
     blank_id: the CTC blank class.
 
   Returns:
-    `(loss_sum, num_utterances)` over the rows that have an alignment.
+    `(loss_sum, num_labels)` over the rows that have an alignment.
   """
   per_utt_B = ctc.ctc_loss(
     ctc_logits_BxSxV, enc_lengths_B, targets_BxL, label_lengths_B, blank_id
@@ -101,18 +101,21 @@ def ctc_loss_sum(
   # gives it a huge finite loss); leave it out rather than let it dominate.
   ok_B = valid_B & (label_lengths_B <= enc_lengths_B) & jnp.isfinite(per_utt_B)
   return jnp.sum(jnp.where(ok_B, per_utt_B, 0.0)), jnp.sum(
-    ok_B, dtype=jnp.float32
+    jnp.where(ok_B, label_lengths_B, 0), dtype=jnp.float32
   )
 
 
 def combine(sums: LossSums, ctc_weight: float) -> jax.Array:
   """The scalar objective from (already device-summed) sums.
 
-  `(1 - ctc_weight) * CE per token + ctc_weight * CTC per utterance`;
-  `ctc_weight` 0 is pure attention (LAS), 1 pure CTC (DeepSpeech2).
+  `(1 - ctc_weight) * CE per token + ctc_weight * CTC per label`: both
+  terms per output unit, as KoSpeech's joint loss (PyTorch CTCLoss 'mean'
+  divides by target lengths), so the weight means the same whatever the
+  utterance length. `ctc_weight` 0 is pure attention (LAS), 1 pure CTC
+  (DeepSpeech2).
   """
   ce_loss = sums.ce / jnp.maximum(sums.tokens, 1.0)
-  ctc_loss = sums.ctc / jnp.maximum(sums.utterances, 1.0)
+  ctc_loss = sums.ctc / jnp.maximum(sums.ctc_labels, 1.0)
   if ctc_weight == 0.0:
     return ce_loss
   if ctc_weight == 1.0:

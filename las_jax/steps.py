@@ -40,7 +40,7 @@ def is_ctc_only(config: ml_collections.ConfigDict) -> bool:
 
 def ctc_weight(config: ml_collections.ConfigDict) -> float:
   """Weight of the CTC term of the objective (1 for DeepSpeech2)."""
-  return 1.0 if is_ctc_only(config) else float(config.train.ctc_weight)
+  return 1.0 if is_ctc_only(config) else float(config.model.ctc_weight)
 
 
 def _decoder_inputs(tokens_BxL: jax.Array, sos_id: int) -> jax.Array:
@@ -168,7 +168,7 @@ def train_step(
       jax.tree.map(lambda x: lax.psum(x, AXIS), sums)
     )
     local = sums._replace(
-      tokens=global_sums.tokens, utterances=global_sums.utterances
+      tokens=global_sums.tokens, ctc_labels=global_sums.ctc_labels
     )
     return losses.combine(local, weight), sums
 
@@ -204,7 +204,7 @@ def train_step(
   step_metrics = dict(
     loss=loss,
     ce=sums.ce / jnp.maximum(sums.tokens, 1.0),
-    ctc=sums.ctc / jnp.maximum(sums.utterances, 1.0),
+    ctc=sums.ctc / jnp.maximum(sums.ctc_labels, 1.0),
     accuracy=sums.correct / jnp.maximum(sums.tokens, 1.0),
     grad_norm=grad_norm,
     teacher_forcing=tf_p,

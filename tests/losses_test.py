@@ -89,8 +89,9 @@ def test_ctc_sum_skips_padding_and_impossible_rows():
   total, count = losses.ctc_loss_sum(
     logits, enc_lengths, labels, label_lengths, valid, blank_id=0
   )
-  # Row 1 needs more frames than it has; row 2 is padding.
-  assert float(count) == 1
+  # Row 1 needs more frames than it has; row 2 is padding: only row 0's
+  # two labels count.
+  assert float(count) == 2
   from las_jax import ctc
 
   want = ctc.ctc_loss(
@@ -106,7 +107,7 @@ def test_combine_weights(weight):
     tokens=jnp.float32(5.0),
     correct=jnp.float32(1.0),
     ctc=jnp.float32(8.0),
-    utterances=jnp.float32(2.0),
+    ctc_labels=jnp.float32(2.0),
   )
   want = (1 - weight) * 2.0 + weight * 4.0
   np.testing.assert_allclose(losses.combine(sums, weight), want, rtol=1e-6)

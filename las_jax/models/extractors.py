@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from las_jax.models.conv import conv_same
 from las_jax.models.masking import MaskedBatchNorm, zero_padding
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -64,7 +65,18 @@ class _MaskedConvBlock(nnx.Module):
       stride_tf[0],
       pad_tf[0],
     )
+    with jax.ensure_compile_time_eval():  # Also under eval_shape / jit.
+      at_zero = float(get_activation(activation)(jnp.zeros(())))
+    if at_zero != 0.0:
+      raise ValueError(
+        f'activation {activation!r} must map 0 to 0 (padding stays zero)'
+      )
     self.activation = activation
+    # Stride-1 'same' convs (all of VGG's) take the matmul filter gradient.
+    self.same = stride_tf == (1, 1) and pad_tf == (
+      kernel_tf[0] // 2,
+      kernel_tf[1] // 2,
+    )
     self.conv = nnx.Conv(
       in_ch,
       out_ch,
@@ -79,19 +91,29 @@ class _MaskedConvBlock(nnx.Module):
   def __call__(self, x_BxTxFxC, lengths_B, *, train: bool):
     # Input frames past the length are already zero, so the conv's view of
     # them equals its own zero padding in an unpadded batch.
-    y = self.conv(x_BxTxFxC)
+    if self.same:
+      y = conv_same(x_BxTxFxC, self.conv.kernel[...])
+    else:
+      y = self.conv(x_BxTxFxC)
     lengths_B = conv_output_length(
       lengths_B, self.kernel_t, self.stride_t, self.pad_t
     )
-    y = self.bn(zero_padding(y, lengths_B), lengths_B, train=train)
-    # Activations map 0 to 0 except none we offer, but mask anyway: cheap.
-    y = zero_padding(get_activation(self.activation)(y), lengths_B)
-    return y, lengths_B
+    # No masking pass before or after batch norm: its statistics skip
+    # padded frames and its output is zero there; every activation offered
+    # maps 0 to 0 (checked in __init__). Each skipped pass over these large
+    # activations saved time in the forward and the backward pass.
+    y = self.bn(y, lengths_B, train=train)
+    return get_activation(self.activation)(y), lengths_B
 
 
 def _max_pool_2x2(x_BxTxFxC, lengths_B):
   """MaxPool2d(2, stride 2) (floor mode), new lengths = lengths // 2."""
-  y = nnx.max_pool(x_BxTxFxC, (2, 2), strides=(2, 2), padding='VALID')
+  # A reshape + max, not reduce_window: XLA:CPU's gradient of the latter
+  # (select-and-scatter) is slow. Ties split the gradient evenly instead
+  # of picking the first maximum; both are valid subgradients.
+  b, t, f, c = x_BxTxFxC.shape
+  y = x_BxTxFxC[:, : t // 2 * 2, : f // 2 * 2]
+  y = jnp.max(y.reshape(b, t // 2, 2, f // 2, 2, c), axis=(2, 4))
   lengths_B = lengths_B // 2
   return zero_padding(y, lengths_B), lengths_B
 
@@ -180,10 +202,18 @@ class DeepSpeech2Extractor(nnx.Module):
     return _flatten(x), lengths_B
 
 
-def build_extractor(name: str, input_dim: int, activation: str, rngs):
+def build_extractor(
+  name: str,
+  input_dim: int,
+  activation: str,
+  rngs: nnx.Rngs,
+  vgg_channels: Sequence[int] = (64, 128),
+):
   """Builds the extractor named by `config.model.extractor`."""
   if name == 'vgg':
-    return VGGExtractor(input_dim, activation=activation, rngs=rngs)
+    return VGGExtractor(
+      input_dim, channels=vgg_channels, activation=activation, rngs=rngs
+    )
   if name == 'ds2':
     return DeepSpeech2Extractor(input_dim, activation=activation, rngs=rngs)
   raise ValueError(

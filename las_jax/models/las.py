@@ -18,6 +18,7 @@ class LAS(nnx.Module):
     self.listener = Listener(
       config.input_dim,
       extractor=config.extractor,
+      vgg_channels=tuple(config.vgg_channels),
       activation=config.activation,
       rnn_type=config.encoder_rnn_type,
       hidden=config.encoder_hidden,

@@ -43,6 +43,7 @@ class Listener(nnx.Module):
     input_dim: int,
     *,
     extractor: str,
+    vgg_channels: Sequence[int] = (64, 128),
     activation: str,
     rnn_type: str,
     hidden: int,
@@ -60,7 +61,9 @@ class Listener(nnx.Module):
         f'0..{num_layers - 1}'
       )
     self.pyramid_layers = tuple(sorted(pyramid_layers))
-    self.extractor = build_extractor(extractor, input_dim, activation, rngs)
+    self.extractor = build_extractor(
+      extractor, input_dim, activation, rngs, vgg_channels
+    )
     layers = []
     in_dim = self.extractor.output_dim
     for i in range(num_layers):
