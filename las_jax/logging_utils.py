@@ -26,22 +26,22 @@ class MetricWriter:
       return
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+    self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')  # noqa: SIM115
     # tensorboardX is imported lazily: it pulls in protobuf, which tests and
     # non-zero processes never need.
     from tensorboardX import SummaryWriter  # noqa: PLC0415
 
-    self._tb = SummaryWriter(str(workdir / "tensorboard"))
+    self._tb = SummaryWriter(str(workdir / 'tensorboard'))
 
   def scalars(self, step: int, metrics: dict[str, Any]) -> None:
     """Writes one JSONL record and one TensorBoard point per metric."""
     if not self._active:
       return
-    record = {"step": int(step), "time": time.time()}
+    record = {'step': int(step), 'time': time.time()}
     for name, value in metrics.items():
       record[name] = float(np.asarray(value))
       self._tb.add_scalar(name, record[name], int(step))
-    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
 
   def image(self, step: int, tag: str, png: bytes) -> None:
@@ -52,8 +52,8 @@ class MetricWriter:
 
     from PIL import Image  # noqa: PLC0415  (matplotlib depends on pillow)
 
-    array = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-    self._tb.add_image(tag, array, int(step), dataformats="HWC")
+    array = np.asarray(Image.open(io.BytesIO(png)).convert('RGB'))
+    self._tb.add_image(tag, array, int(step), dataformats='HWC')
 
   def text(self, step: int, tag: str, text: str) -> None:
     """Adds text (e.g. reference/hypothesis pairs) to TensorBoard."""
@@ -74,10 +74,10 @@ class MetricWriter:
 
 def read_metrics(workdir: str | Path) -> list[dict[str, float]]:
   """All records of workdir/metrics.jsonl (for plots and tests)."""
-  path = Path(workdir) / "metrics.jsonl"
+  path = Path(workdir) / 'metrics.jsonl'
   if not path.exists():
     return []
-  with open(path, encoding="utf-8") as f:
+  with open(path, encoding='utf-8') as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
@@ -90,13 +90,13 @@ class Progress:
       initial=first_step,
       disable=not enabled or jax.process_index() != 0,
       dynamic_ncols=True,
-      unit="step",
+      unit='step',
     )
 
   def update(self, steps: int, **values: float) -> None:
     """Advances by `steps` and shows the latest values."""
     self._bar.set_postfix(
-      {k: f"{v:.4g}" for k, v in values.items()}, refresh=False
+      {k: f'{v:.4g}' for k, v in values.items()}, refresh=False
     )
     self._bar.update(steps)
 

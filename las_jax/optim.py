@@ -42,7 +42,7 @@ def tri_stage_schedule(
     An optax schedule (step -> learning rate).
   """
   if not 0 < final_lr_scale <= 1:
-    raise ValueError(f"final_lr_scale must be in (0, 1], got {final_lr_scale}")
+    raise ValueError(f'final_lr_scale must be in (0, 1], got {final_lr_scale}')
   init_lr = peak_lr * init_lr_scale
   final_lr = peak_lr * final_lr_scale
   decay_factor = -math.log(final_lr_scale) / max(decay_steps, 1)
@@ -80,7 +80,7 @@ def transformer_schedule(peak_lr: float, warmup_steps: int) -> optax.Schedule:
     An optax schedule.
   """
   if warmup_steps <= 0:
-    raise ValueError(f"warmup_steps must be > 0, got {warmup_steps}")
+    raise ValueError(f'warmup_steps must be > 0, got {warmup_steps}')
 
   def schedule(step):
     step = jnp.maximum(jnp.asarray(step, jnp.float32), 1.0)
@@ -93,7 +93,7 @@ def transformer_schedule(peak_lr: float, warmup_steps: int) -> optax.Schedule:
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
   """Builds the schedule named by `cfg.lr_schedule` from `config.train`."""
-  if cfg.lr_schedule == "tri_stage":
+  if cfg.lr_schedule == 'tri_stage':
     return tri_stage_schedule(
       peak_lr=cfg.peak_lr,
       init_lr_scale=cfg.init_lr_scale,
@@ -102,9 +102,9 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
       hold_steps=cfg.hold_steps,
       decay_steps=cfg.decay_steps,
     )
-  if cfg.lr_schedule == "transformer":
+  if cfg.lr_schedule == 'transformer':
     return transformer_schedule(cfg.peak_lr, cfg.warmup_steps)
-  if cfg.lr_schedule == "constant":
+  if cfg.lr_schedule == 'constant':
     return optax.constant_schedule(cfg.peak_lr)
   raise ValueError(
     f"config.train.lr_schedule must be 'tri_stage', 'transformer' or "
@@ -156,7 +156,7 @@ def teacher_forcing_schedule(
   """
   if not 0 <= floor <= 1 or not 0 <= start <= 1:
     raise ValueError(
-      f"teacher forcing ratios must be in [0, 1], got {start}, {floor}"
+      f'teacher forcing ratios must be in [0, 1], got {start}, {floor}'
     )
   if decay_steps <= 0:
     return optax.constant_schedule(start)
