@@ -108,12 +108,21 @@ class _MaskedConvBlock(nnx.Module):
 
 def _max_pool_2x2(x_BxTxFxC, lengths_B):
   """MaxPool2d(2, stride 2) (floor mode), new lengths = lengths // 2."""
-  # A reshape + max, not reduce_window: XLA:CPU's gradient of the latter
-  # (select-and-scatter) is slow. Ties split the gradient evenly instead
-  # of picking the first maximum; both are valid subgradients.
+  # Elementwise maxima of the four window taps, not reduce_window (XLA:CPU
+  # runs its select-and-scatter gradient slowly) and not jnp.max over the
+  # window axes: that gradient divides by the count of taps equal to the
+  # max, and XLA may recompute the fused producer (batch norm + clip) with
+  # different rounding for the max and for the comparison, so the count
+  # can be 0 and the gradient 0 / 0 = NaN (seen with
+  # jax_disable_most_optimizations). jnp.maximum's gradient has no
+  # division. Ties split the gradient evenly; a valid subgradient.
   b, t, f, c = x_BxTxFxC.shape
   y = x_BxTxFxC[:, : t // 2 * 2, : f // 2 * 2]
-  y = jnp.max(y.reshape(b, t // 2, 2, f // 2, 2, c), axis=(2, 4))
+  y = y.reshape(b, t // 2, 2, f // 2, 2, c)
+  y = jnp.maximum(
+    jnp.maximum(y[:, :, 0, :, 0], y[:, :, 0, :, 1]),
+    jnp.maximum(y[:, :, 1, :, 0], y[:, :, 1, :, 1]),
+  )
   lengths_B = lengths_B // 2
   return zero_padding(y, lengths_B), lengths_B
 

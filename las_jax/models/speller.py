@@ -11,10 +11,13 @@ One decoder step (KoSpeech's LAS decoder, `kospeech/models/las/decoder.py`):
   logit = W_out tanh(o)                   (no bias)
 
 `step` is the single pure step shared by training (inside `lax.scan`),
-greedy and beam search. Its carry is a dict of arrays with a leading batch
-axis (so beam search can gather it): `h`, `c` [B, layers, D] LSTM state,
-`context` [B, D] the previous context vector, `attn` [B, S] the previous
-attention weights (location-aware attention's input).
+greedy and beam search. Training without scheduled sampling leaves the
+output layer out of the scan: one [L*B, D] @ [D, V] matmul after it (and
+in the backward pass) instead of L small ones. Its carry is a dict of
+arrays with a leading batch axis (so beam search can gather it): `h`, `c`
+[B, layers, D] LSTM state, `context` [B, D] the previous context vector,
+`attn` [B, S] the previous attention weights (location-aware attention's
+input).
 """
 
 import jax
@@ -96,8 +99,15 @@ class Speller(nnx.Module):
       'attn': jnp.zeros((b, s), enc_BxSxH.dtype),
     }
 
-  def _step(self, token_B, carry, memory, enc_mask_BxS, masks):
-    """`step` with dropout masks (emb_BxI, between_layers (N-1)xBxD)."""
+  def _head(self, o_xD: jax.Array) -> jax.Array:
+    """Output layer: logits [..., V] from the normalized features."""
+    return self.out(jnp.tanh(o_xD))
+
+  def _features(self, token_B, carry, memory, enc_mask_BxS, masks):
+    """A step up to the output layer: (o_BxD, new carry, attn_BxS).
+
+    `masks`: dropout masks (emb_BxI, between_layers (N-1)xBxD) or None.
+    """
     x = self.embed(token_B)
     if self.input_feeding:
       x = jnp.concatenate([x, carry['context']], axis=-1)
@@ -112,14 +122,13 @@ class Speller(nnx.Module):
     context, attn = self.attention(x, memory, enc_mask_BxS, carry['attn'])
     o = self.attn_norm(context + x)
     o = self.proj_norm(self.proj(o) + o)
-    logits = self.out(jnp.tanh(o))
     new_carry = {
       'h': jnp.stack(hs, axis=1),
       'c': jnp.stack(cs, axis=1),
       'context': context,
       'attn': attn,
     }
-    return logits, new_carry, attn
+    return o, new_carry, attn
 
   def step(
     self,
@@ -145,7 +154,8 @@ class Speller(nnx.Module):
     """
     if memory is None:
       memory = self.precompute(enc_BxSxH)
-    return self._step(token_B, carry, memory, enc_mask_BxS, None)
+    o, carry, attn = self._features(token_B, carry, memory, enc_mask_BxS, None)
+    return self._head(o), carry, attn
 
   def __call__(
     self,
@@ -182,26 +192,40 @@ class Speller(nnx.Module):
       deterministic=not train,
     )
     tokens_LxB = tokens_in_BxL.T
-    if sample_key is None:
-      use_truth_LxB = jnp.ones((length, b), bool)
-    else:
-      draws = jax.random.uniform(sample_key, (length, b))
-      use_truth_LxB = (draws < teacher_forcing_p).at[0].set(True)
+    masks = (emb_masks, mid_masks)
 
-    def body(state, xs):
-      carry, prev_pred_B = state
-      truth_B, use_truth_B, emb_mask, mid_mask = xs
-      token_B = jnp.where(use_truth_B, truth_B, prev_pred_B)
-      logits, carry, attn = self._step(
-        token_B, carry, memory, enc_mask_BxS, (emb_mask, mid_mask)
+    if sample_key is None:
+      # Teacher forcing only: no step needs its logits, so the output
+      # layer runs once on all steps after the scan.
+      def forced(carry, xs):
+        token_B, step_masks = xs
+        o, carry, attn = self._features(
+          token_B, carry, memory, enc_mask_BxS, step_masks
+        )
+        return carry, (o, attn)
+
+      _, (o_LxBxD, attn_LxBxS) = jax.lax.scan(
+        forced, carry, (tokens_LxB, masks)
       )
+      logits_BxLxV = self._head(jnp.transpose(o_LxBxD, (1, 0, 2)))
+      return logits_BxLxV, jnp.transpose(attn_LxBxS, (1, 0, 2))
+
+    draws = jax.random.uniform(sample_key, (length, b))
+    use_truth_LxB = (draws < teacher_forcing_p).at[0].set(True)
+
+    def sampled(state, xs):
+      carry, prev_pred_B = state
+      truth_B, use_truth_B, step_masks = xs
+      token_B = jnp.where(use_truth_B, truth_B, prev_pred_B)
+      o, carry, attn = self._features(
+        token_B, carry, memory, enc_mask_BxS, step_masks
+      )
+      logits = self._head(o)
       pred_B = jnp.argmax(logits, axis=-1).astype(tokens_in_BxL.dtype)
       return (carry, pred_B), (logits, attn)
 
     _, (logits_LxBxV, attn_LxBxS) = jax.lax.scan(
-      body,
-      (carry, tokens_LxB[0]),
-      (tokens_LxB, use_truth_LxB, emb_masks, mid_masks),
+      sampled, (carry, tokens_LxB[0]), (tokens_LxB, use_truth_LxB, masks)
     )
     return (
       jnp.transpose(logits_LxBxV, (1, 0, 2)),
