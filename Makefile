@@ -39,7 +39,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --durations=10
 
 # The generator writes scripts/*.trn last: without them the folder is an
 # interrupted run, started again from scratch.

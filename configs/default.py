@@ -2,7 +2,7 @@
 
 Variant configs (`kspon.py`, `mini.py`, `deepspeech2.py`, `tiny.py`) import
 this file and override fields. Any field can be overridden on the command
-line: `python train.py --config configs/kspon.py --config.train.batch_size=64`.
+line: `python train.py --config configs/kspon.py --config.input.batch_size=64`.
 """
 
 import ml_collections
@@ -223,5 +223,4 @@ def get_config() -> ml_collections.ConfigDict:
   # speech is ~10 syllables/s, ~25 jamo/s.
   decode.max_tokens_per_second = 30.0
 
-  del inp, feats, model, train, decode  # Sections are filled above.
   return config
