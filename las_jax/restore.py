@@ -24,6 +24,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from configs import default
 from las_jax import models
 from las_jax.text import Vocabulary
 
@@ -48,17 +49,36 @@ class Run:
   checkpoint: Path
 
 
+def _fill_missing(
+  config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict
+) -> None:
+  """Adds the fields of `defaults` that `config` lacks, recursively."""
+  for key, value in defaults.items():
+    if key not in config:
+      config[key] = value
+    elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+      config[key], ml_collections.ConfigDict
+    ):
+      _fill_missing(config[key], value)
+
+
 def load_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """Reads a run's config.json as a ConfigDict."""
+  """Reads a run's config.json as a ConfigDict.
+
+  Fields added to `configs/default.py` after the run was made take their
+  default values, so older runs keep decoding.
+  """
   path = Path(run_dir) / CONFIG_FILE
   try:
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    config = ml_collections.ConfigDict(json.loads(path.read_text()))
   except FileNotFoundError as e:
     raise FileNotFoundError(
       f'{path} not found: {run_dir} is not a training run directory'
     ) from e
   except json.JSONDecodeError as e:
     raise ValueError(f'{path}: not valid JSON: {e}') from e
+  _fill_missing(config, default.get_config())
+  return config
 
 
 def find_run_dir(checkpoint: str | os.PathLike) -> Path:

@@ -57,7 +57,7 @@ def _forward_sums(
   *,
   config: ml_collections.ConfigDict,
   teacher_forcing_p: jax.Array,
-  sample_key: jax.Array,
+  sample_key: jax.Array | None,
   train: bool,
 ) -> tuple[losses.LossSums, jax.Array | None]:
   """Local loss sums of one batch, and the attention weights (LAS)."""
@@ -242,7 +242,7 @@ def eval_step(
     batch,
     config=config,
     teacher_forcing_p=jnp.ones((), jnp.float32),
-    sample_key=jax.random.PRNGKey(0),
+    sample_key=None,  # Pure teacher forcing.
     train=False,
   )
   sums = jax.tree.map(lambda x: lax.psum(x, AXIS), sums)

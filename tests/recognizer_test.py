@@ -8,6 +8,7 @@ deterministic, so invariances (file format, batching, padding) are exact.
 """
 
 import copy
+import json
 
 import jax
 import numpy as np
@@ -252,3 +253,16 @@ def test_deepspeech2_greedy_and_prefix_beam(tmp_path):
   # A label sequence's probability sums over its alignments, so it is at
   # least that of the best single path.
   assert prefixes[0].score >= best_path.score - 1e-4
+
+
+def test_config_of_an_older_run_gets_new_fields_from_defaults(tmp_path):
+  from configs import default
+  from las_jax import restore
+
+  saved = json.loads(default.get_config().to_json_best_effort())
+  del saved['model']['vgg_channels']  # A field added after the run.
+  saved['model']['encoder_hidden'] = 7
+  (tmp_path / restore.CONFIG_FILE).write_text(json.dumps(saved))
+  config = restore.load_config(tmp_path)
+  assert tuple(config.model.vgg_channels) == (64, 128)
+  assert config.model.encoder_hidden == 7

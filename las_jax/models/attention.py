@@ -72,42 +72,6 @@ class MultiHeadAttention(nnx.Module):
     return context.reshape(b, d), jnp.mean(attn_BxNxS, axis=1)
 
 
-class LocationAwareAttention(nnx.Module):
-  """Chorowski et al. 2015 / KoSpeech: content + conv(previous weights).
-
-  score_s = w . tanh(W_q q + W_v h_s + conv(prev_attn)_s + b) + b_w,
-  normalized with a softmax (KoSpeech's `smoothing` sigmoid branch is not
-  offered: it references an undefined variable there).
-  """
-
-  def __init__(
-    self, enc_dim: int, dim: int, *, kernel: int = 3, rngs: nnx.Rngs
-  ):
-    self.kernel = kernel
-    self.loc_conv = nnx.Conv(
-      1, dim, (kernel,), padding=[(kernel // 2, kernel // 2)], rngs=rngs
-    )
-    self.query = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
-    self.key = nnx.Linear(enc_dim, dim, use_bias=False, rngs=rngs)
-    self.bias = nnx.Param(
-      jax.random.uniform(rngs.params(), (dim,), jnp.float32, -0.1, 0.1)
-    )
-    self.score = nnx.Linear(dim, 1, rngs=rngs)
-    self.value = _ValueProjection(enc_dim, dim, rngs)
-
-  def precompute(self, enc_BxSxE):
-    return self.key(enc_BxSxE) + self.bias[...], self.value(enc_BxSxE)
-
-  def __call__(self, query_BxD, memory, enc_mask_BxS, prev_attn_BxS):
-    keys_BxSxD, values_BxSxD = memory
-    loc_BxSxD = self.loc_conv(prev_attn_BxS[..., None])
-    hidden = jnp.tanh(
-      self.query(query_BxD)[:, None, :] + keys_BxSxD + loc_BxSxD
-    )
-    attn = masked_softmax(self.score(hidden)[..., 0], enc_mask_BxS)
-    return jnp.einsum('bs,bsd->bd', attn, values_BxSxD), attn
-
-
 class AdditiveAttention(nnx.Module):
   """Bahdanau attention: score_s = w . tanh(W_k h_s + W_q q + b) + b_w."""
 
@@ -123,12 +87,39 @@ class AdditiveAttention(nnx.Module):
   def precompute(self, enc_BxSxE):
     return self.key(enc_BxSxE) + self.bias[...], self.value(enc_BxSxE)
 
-  def __call__(self, query_BxD, memory, enc_mask_BxS, prev_attn_BxS):
-    del prev_attn_BxS  # Content-based only.
+  def _attend(self, query_BxD, memory, enc_mask_BxS, extra_BxSxD=0.0):
     keys_BxSxD, values_BxSxD = memory
-    hidden = jnp.tanh(self.query(query_BxD)[:, None, :] + keys_BxSxD)
+    hidden = jnp.tanh(
+      self.query(query_BxD)[:, None, :] + keys_BxSxD + extra_BxSxD
+    )
     attn = masked_softmax(self.score(hidden)[..., 0], enc_mask_BxS)
     return jnp.einsum('bs,bsd->bd', attn, values_BxSxD), attn
+
+  def __call__(self, query_BxD, memory, enc_mask_BxS, prev_attn_BxS):
+    del prev_attn_BxS  # Content-based only.
+    return self._attend(query_BxD, memory, enc_mask_BxS)
+
+
+class LocationAwareAttention(AdditiveAttention):
+  """Chorowski et al. 2015 / KoSpeech: additive + conv(previous weights).
+
+  score_s = w . tanh(W_q q + W_v h_s + conv(prev_attn)_s + b) + b_w,
+  normalized with a softmax (KoSpeech's `smoothing` sigmoid branch is not
+  offered: it references an undefined variable there).
+  """
+
+  def __init__(
+    self, enc_dim: int, dim: int, *, kernel: int = 3, rngs: nnx.Rngs
+  ):
+    super().__init__(enc_dim, dim, rngs=rngs)
+    self.kernel = kernel
+    self.loc_conv = nnx.Conv(
+      1, dim, (kernel,), padding=[(kernel // 2, kernel // 2)], rngs=rngs
+    )
+
+  def __call__(self, query_BxD, memory, enc_mask_BxS, prev_attn_BxS):
+    loc_BxSxD = self.loc_conv(prev_attn_BxS[..., None])
+    return self._attend(query_BxD, memory, enc_mask_BxS, loc_BxSxD)
 
 
 def build_attention(

@@ -1,0 +1,1 @@
+"""ml_collections configs: `default` holds every field; the others override it."""
