@@ -21,7 +21,7 @@ exception, so that a decode run over such data still writes its results).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import editdistance
 
@@ -215,6 +215,19 @@ def error_rates(refs: Sequence[str], hyps: Sequence[str]) -> ErrorRates:
   )
 
 
+def _corpus_rate(
+  refs: Sequence[str], hyps: Sequence[str], units: Callable[[str], Sequence]
+) -> float:
+  """Total edits / total reference units, with `units` splitting a text."""
+  _check_pairs(refs, hyps)
+  edits = total = 0
+  for ref, hyp in zip(refs, hyps, strict=True):
+    ref_units = units(ref)
+    edits += editdistance.eval(ref_units, units(hyp))
+    total += len(ref_units)
+  return _rate(edits, total)
+
+
 def cer(
   refs: Sequence[str], hyps: Sequence[str], remove_spaces: bool = True
 ) -> float:
@@ -229,14 +242,8 @@ def cer(
   Returns:
     Total character edits / total reference characters (NaN if 0).
   """
-  _check_pairs(refs, hyps)
-  clean = _chars_no_space if remove_spaces else _chars_with_space
-  edits = total = 0
-  for ref, hyp in zip(refs, hyps, strict=True):
-    ref = clean(ref)
-    edits += editdistance.eval(ref, clean(hyp))
-    total += len(ref)
-  return _rate(edits, total)
+  units = _chars_no_space if remove_spaces else _chars_with_space
+  return _corpus_rate(refs, hyps, units)
 
 
 def crr(refs: Sequence[str], hyps: Sequence[str]) -> float:
@@ -246,13 +253,7 @@ def crr(refs: Sequence[str], hyps: Sequence[str]) -> float:
 
 def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
   """Corpus word error rate over whitespace-separated words."""
-  _check_pairs(refs, hyps)
-  edits = total = 0
-  for ref, hyp in zip(refs, hyps, strict=True):
-    words = ref.split()
-    edits += editdistance.eval(words, hyp.split())
-    total += len(words)
-  return _rate(edits, total)
+  return _corpus_rate(refs, hyps, str.split)
 
 
 def swer(refs: Sequence[str], hyps: Sequence[str]) -> float:
