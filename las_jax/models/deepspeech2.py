@@ -55,7 +55,8 @@ class DeepSpeech2(nnx.Module):
     ):
       if i > 0:
         x = self.dropout(x, deterministic=not train)
-      x = layer(jax.nn.relu(norm(x, lengths_B, train=train)), lengths_B)
+      x = norm(x, lengths_B, train=train, activation=jax.nn.relu)
+      x = layer(x, lengths_B)
     ctc = self.out(jax.nn.relu(self.fc(x)))
     lengths_B = lengths_B.astype(jnp.int32)
     return Encoded(x, lengths_B, zero_padding(ctc, lengths_B))

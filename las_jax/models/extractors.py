@@ -98,31 +98,65 @@ class _MaskedConvBlock(nnx.Module):
     lengths_B = conv_output_length(
       lengths_B, self.kernel_t, self.stride_t, self.pad_t
     )
-    # No masking pass before or after batch norm: its statistics skip
-    # padded frames and its output is zero there; every activation offered
-    # maps 0 to 0 (checked in __init__). Each skipped pass over these large
-    # activations saved time in the forward and the backward pass.
-    y = self.bn(y, lengths_B, train=train)
-    return get_activation(self.activation)(y), lengths_B
+    # No masking pass before batch norm: its statistics skip padded frames
+    # and its output is zero there; every activation offered maps 0 to 0
+    # (checked in __init__). Fusing the activation into the batch norm
+    # makes their backward one hand-written pass over these large arrays.
+    y = self.bn(
+      y, lengths_B, train=train, activation=get_activation(self.activation)
+    )
+    return y, lengths_B
+
+
+def _window_taps(x_BxTxFxC):
+  """The four taps of each 2x2 window: [B, T/2, F/2, C] each (even T, F)."""
+  b, t, f, c = x_BxTxFxC.shape
+  x = x_BxTxFxC.reshape(b, t // 2, 2, f // 2, 2, c)
+  return x[:, :, 0, :, 0], x[:, :, 0, :, 1], x[:, :, 1, :, 0], x[:, :, 1, :, 1]
+
+
+@jax.custom_vjp
+def _window_max(x_BxTxFxC):
+  """Max over each 2x2 window of an even-sized [B, T, F, C]."""
+  t00, t01, t10, t11 = _window_taps(x_BxTxFxC)
+  return jnp.maximum(jnp.maximum(t00, t01), jnp.maximum(t10, t11))
+
+
+def _window_max_fwd(x_BxTxFxC):
+  return _window_max(x_BxTxFxC), x_BxTxFxC
+
+
+def _window_max_bwd(x_BxTxFxC, dy_BxSxGxC):
+  # The whole gradient goes to the first tap equal to the max (PyTorch's
+  # choice), in one pass. The max is recomputed here from the same taps,
+  # so some tap always equals it; were none to, the last tap takes it.
+  # Autodiff of the elementwise maxima took ~5x longer (pad and select
+  # passes), and jnp.max over window axes divides by the tie count, which
+  # gave NaN when XLA recomputed the fused producer with other rounding.
+  taps = _window_taps(x_BxTxFxC)
+  m = jnp.maximum(jnp.maximum(taps[0], taps[1]), jnp.maximum(taps[2], taps[3]))
+  zeros = jnp.zeros_like(dy_BxSxGxC)
+  taken = jnp.zeros(m.shape, bool)
+  grads = []
+  for tap in taps[:3]:
+    first = (tap == m) & ~taken
+    grads.append(jnp.where(first, dy_BxSxGxC, zeros))
+    taken = taken | first
+  grads.append(jnp.where(taken, zeros, dy_BxSxGxC))
+  b, s, g, c = dy_BxSxGxC.shape
+  dx = jnp.stack(
+    [jnp.stack(grads[:2], axis=3), jnp.stack(grads[2:], axis=3)], axis=2
+  )
+  return (dx.reshape(b, 2 * s, 2 * g, c),)
+
+
+_window_max.defvjp(_window_max_fwd, _window_max_bwd)
 
 
 def _max_pool_2x2(x_BxTxFxC, lengths_B):
   """MaxPool2d(2, stride 2) (floor mode), new lengths = lengths // 2."""
-  # Elementwise maxima of the four window taps, not reduce_window (XLA:CPU
-  # runs its select-and-scatter gradient slowly) and not jnp.max over the
-  # window axes: that gradient divides by the count of taps equal to the
-  # max, and XLA may recompute the fused producer (batch norm + clip) with
-  # different rounding for the max and for the comparison, so the count
-  # can be 0 and the gradient 0 / 0 = NaN (seen with
-  # jax_disable_most_optimizations). jnp.maximum's gradient has no
-  # division. Ties split the gradient evenly; a valid subgradient.
-  b, t, f, c = x_BxTxFxC.shape
-  y = x_BxTxFxC[:, : t // 2 * 2, : f // 2 * 2]
-  y = y.reshape(b, t // 2, 2, f // 2, 2, c)
-  y = jnp.maximum(
-    jnp.maximum(y[:, :, 0, :, 0], y[:, :, 0, :, 1]),
-    jnp.maximum(y[:, :, 1, :, 0], y[:, :, 1, :, 1]),
-  )
+  _, t, f, _ = x_BxTxFxC.shape
+  y = _window_max(x_BxTxFxC[:, : t // 2 * 2, : f // 2 * 2])
   lengths_B = lengths_B // 2
   return zero_padding(y, lengths_B), lengths_B
 

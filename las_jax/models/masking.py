@@ -5,6 +5,9 @@ utterance's length are exactly zero on the way out, so an utterance's
 outputs never depend on how much padding its batch carries.
 """
 
+import functools
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -22,6 +25,65 @@ def zero_padding(x_BxTx: jax.Array, lengths_B: jax.Array) -> jax.Array:
   return jnp.where(mask, x_BxTx, 0.0)
 
 
+def _identity(x: jax.Array) -> jax.Array:
+  return x
+
+
+def _psum(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """Sums over the devices of `axis_name` (identity without one)."""
+  return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def _batch_stats(x, mask, axis_name):
+  """(count, mean, biased var) over valid frames, summed across devices."""
+  axes = tuple(range(x.ndim - 1))
+  # Frames per channel: valid frames times the inner (e.g. freq) size.
+  inner = x[0, 0].size // x.shape[-1]
+  count = jnp.maximum(_psum(jnp.sum(mask) * inner, axis_name), 1.0)
+  mean = _psum(jnp.sum(x * mask, axis=axes), axis_name) / count
+  sq = jnp.sum(jnp.square((x - mean) * mask), axis=axes)
+  return count, mean, _psum(sq, axis_name) / count
+
+
+def _normalize(x, mask, scale, bias, epsilon, axis_name, activation):
+  count, mean, var = _batch_stats(x, mask, axis_name)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  a = scale * rstd
+  y = activation(x * a + (bias - mean * a)) * mask
+  return (y, count, mean, var), (x, mask, scale, bias, count, mean, rstd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _train_norm(x, mask, scale, bias, epsilon, axis_name, activation):
+  """(activation(batch norm of x) * mask, count, batch mean, batch var)."""
+  outputs, _ = _normalize(x, mask, scale, bias, epsilon, axis_name, activation)
+  return outputs
+
+
+def _train_norm_bwd(epsilon, axis_name, activation, residuals, cotangents):
+  # Written by hand: autodiff kept about ten activation-sized temporaries
+  # per layer alive (centred input, masks, the activation's derivative);
+  # this reads x and dy twice and writes dx once.
+  del epsilon
+  x, mask, scale, bias, count, mean, rstd = residuals
+  dy = cotangents[0]  # The statistics feed running averages only.
+  a = scale * rstd
+  _, act_vjp = jax.vjp(activation, x * a + (bias - mean * a))
+  (g,) = act_vjp(dy * mask)
+  xhat = (x - mean) * rstd
+  axes = tuple(range(x.ndim - 1))
+  dbias = jnp.sum(g, axis=axes)
+  dscale = jnp.sum(g * xhat, axis=axes)
+  # The statistics are the global batch's, so their gradient terms are too.
+  mean_g = _psum(dbias, axis_name) / count
+  mean_gx = _psum(dscale, axis_name) / count
+  dx = a * (g - (mean_g + xhat * mean_gx) * mask)
+  return dx, jnp.zeros_like(mask), dscale, dbias
+
+
+_train_norm.defvjp(_normalize, _train_norm_bwd)
+
+
 class MaskedBatchNorm(nnx.Module):
   """Batch norm over the last axis whose statistics skip padded frames.
 
@@ -33,6 +95,8 @@ class MaskedBatchNorm(nnx.Module):
   With `axis_name` set (training under shard_map/pmap over that axis), the
   masked sums and counts are summed across devices, so the statistics are
   those of the global batch and N devices compute what 1 device does.
+  An activation that maps 0 to 0 can be fused into the call; in training
+  its gradient and the normalization's are then one hand-written pass.
   """
 
   def __init__(
@@ -51,30 +115,29 @@ class MaskedBatchNorm(nnx.Module):
     self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
     self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
 
-  def _sum(self, x: jax.Array) -> jax.Array:
-    """Sums over the devices of `axis_name` (identity without one)."""
-    return x if self.axis_name is None else jax.lax.psum(x, self.axis_name)
-
   def __call__(
-    self, x_BxTxC: jax.Array, lengths_B: jax.Array, *, train: bool
+    self,
+    x_BxTxC: jax.Array,
+    lengths_B: jax.Array,
+    *,
+    train: bool,
+    activation: Callable[[jax.Array], jax.Array] = _identity,
   ) -> jax.Array:
-    """Normalizes x ([B, T, ..., C]); padded frames come back zero."""
-    if train:
-      mask = sequence_mask(lengths_B, x_BxTxC.shape[1]).astype(x_BxTxC.dtype)
-      mask = mask.reshape(mask.shape + (1,) * (x_BxTxC.ndim - 2))
-      axes = tuple(range(x_BxTxC.ndim - 1))
-      # Frames per channel: valid frames times the inner (e.g. freq) size.
-      inner = x_BxTxC[0, 0].size // x_BxTxC.shape[-1]
-      count = jnp.maximum(self._sum(jnp.sum(mask) * inner), 1.0)
-      mean = self._sum(jnp.sum(x_BxTxC * mask, axis=axes)) / count
-      sq = jnp.sum(jnp.square((x_BxTxC - mean) * mask), axis=axes)
-      var = self._sum(sq) / count
-      unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
-      m = self.momentum
-      self.mean[...] = (1 - m) * self.mean[...] + m * mean
-      self.var[...] = (1 - m) * self.var[...] + m * unbiased
-    else:
-      mean, var = self.mean[...], self.var[...]
-    y = (x_BxTxC - mean) * jax.lax.rsqrt(var + self.epsilon)
-    y = y * self.scale[...] + self.bias[...]
-    return zero_padding(y, lengths_B)
+    """activation(normalized x) ([B, T, ..., C]); padded frames are zero.
+
+    `activation` must map 0 to 0 (padding stays zero).
+    """
+    mask = sequence_mask(lengths_B, x_BxTxC.shape[1]).astype(x_BxTxC.dtype)
+    mask = mask.reshape(mask.shape + (1,) * (x_BxTxC.ndim - 2))
+    scale, bias = self.scale[...], self.bias[...]
+    if not train:
+      a = scale * jax.lax.rsqrt(self.var[...] + self.epsilon)
+      return activation(x_BxTxC * a + (bias - self.mean[...] * a)) * mask
+    y, count, mean, var = _train_norm(
+      x_BxTxC, mask, scale, bias, self.epsilon, self.axis_name, activation
+    )
+    unbiased = var * count / jnp.maximum(count - 1.0, 1.0)
+    m = self.momentum
+    self.mean[...] = (1 - m) * self.mean[...] + m * mean
+    self.var[...] = (1 - m) * self.var[...] + m * unbiased
+    return y
