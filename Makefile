@@ -15,15 +15,17 @@ WORKDIR ?= runs/mini
 
 .PHONY: demo test install system-deps corpus lint clean
 
-# Debian packages the mini corpus generator needs (espeak-ng's Korean voice,
-# sox for resampling). Installed only when missing.
+# Debian packages: espeak-ng (the mini corpus's Korean voice), sox, and
+# fonts-nanum (Hangul in the attention plots). Installed only when missing.
+NANUM := /usr/share/fonts/truetype/nanum/NanumGothic.ttf
 system-deps:
-	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null; then \
-	  echo "Installing espeak-ng and sox (Debian packages)..."; \
+	@if ! command -v espeak-ng >/dev/null || ! command -v sox >/dev/null \
+	    || [ ! -f $(NANUM) ]; then \
+	  echo "Installing espeak-ng, sox and fonts-nanum (Debian packages)..."; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && \
-	  $$SUDO apt-get install -y -qq espeak-ng sox >/dev/null || { \
-	    echo "Could not install espeak-ng and sox: run 'apt-get install espeak-ng sox' as root."; exit 1; }; \
+	  $$SUDO apt-get install -y -qq espeak-ng sox fonts-nanum >/dev/null || { \
+	    echo "Could not install them: run 'apt-get install espeak-ng sox fonts-nanum' as root."; exit 1; }; \
 	fi
 
 $(STAMP): pyproject.toml

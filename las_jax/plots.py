@@ -14,13 +14,43 @@ matplotlib.use('Agg')
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
+
+# Fonts with Hangul, most common first (`make` installs NanumGothic from
+# Debian's fonts-nanum); matplotlib's own DejaVu Sans has none.
+_HANGUL_FONTS = (
+  'NanumGothic',
+  'Noto Sans CJK KR',
+  'Noto Sans KR',
+  'Malgun Gothic',
+  'AppleGothic',
+  'UnDotum',
+)
+
+
+def _hangul_font() -> str | None:
+  """The first installed font of `_HANGUL_FONTS`, or None."""
+  manager = font_manager.fontManager
+  if not {font.name for font in manager.ttflist} & set(_HANGUL_FONTS):
+    # matplotlib's font cache may predate the font's installation.
+    for path in font_manager.findSystemFonts():
+      if any(k in path.lower() for k in ('nanum', 'cjk', 'noto', 'undotum')):
+        manager.addfont(path)
+  installed = {font.name for font in manager.ttflist}
+  return next((name for name in _HANGUL_FONTS if name in installed), None)
+
+
+_FONT = _hangul_font()
+if _FONT is not None:
+  # Korean titles and tick labels in this font, the rest in the default.
+  matplotlib.rcParams['font.family'] = [_FONT, 'DejaVu Sans']
 
 
 def _png(fig) -> bytes:
   buf = io.BytesIO()
   with warnings.catch_warnings():
-    # Titles carry Korean transcripts; without a CJK font installed the
-    # glyphs render as boxes and matplotlib warns once per character.
+    # Titles carry Korean transcripts; without a Hangul font installed
+    # the glyphs render as boxes and matplotlib warns once per character.
     warnings.filterwarnings('ignore', message='Glyph .* missing')
     fig.savefig(buf, format='png', dpi=100, bbox_inches='tight')
   plt.close(fig)
@@ -54,9 +84,9 @@ def attention_png(
   ax.set_ylabel('output step')
   if tokens is not None and len(tokens) <= 60:
     ax.set_yticks(range(len(tokens[:num_tokens])))
-    # Hangul needs a CJK font; DejaVu (matplotlib's default) lacks one, so
-    # ticks show the token index when glyphs would render as boxes.
-    ax.set_yticklabels([str(i) for i in range(len(tokens[:num_tokens]))])
+    # Without a Hangul font, ticks show the step index, not boxes.
+    labels = tokens[:num_tokens] if _FONT else range(len(tokens[:num_tokens]))
+    ax.set_yticklabels([str(label) for label in labels])
   ax.set_title(title, fontsize=9)
   return _png(fig)
 
