@@ -24,7 +24,8 @@ def reference(x, kernel):
   'shape_btfc, kernel_hw, out_ch',
   [
     ((2, 7, 6, 1), (3, 3), 4),  # VGG's first layer: one input channel.
-    ((3, 9, 8, 5), (3, 3), 6),
+    ((3, 9, 8, 5), (3, 3), 6),  # Narrow: dW per time tap.
+    ((2, 5, 6, 8), (3, 3), 3),  # Wide (kw * C > 16): dW from P and G.
     ((2, 6, 10, 3), (5, 3), 2),  # Non-square kernel: taps kept apart.
     ((1, 4, 5, 2), (1, 1), 3),
   ],

@@ -13,7 +13,9 @@ gradient is written as ONE batched matmul instead:
 
 so a [kw*C, kh*O] product per utterance, summed over utterances (the
 per-utterance batch axis keeps both cores busy, a single huge contraction
-did not). Memory: P and G are kw and kh times the activations.
+did not). Memory: P and G are kw and kh times the activations. For a
+narrow input (the first layer's single channel) G would dwarf P, so there
+dW[i] = sum P[b, t + i, f, :]^T dy[b, t, f, :] is taken per time tap i.
 """
 
 import jax
@@ -21,6 +23,8 @@ import jax.numpy as jnp
 from jax import lax
 
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
+# Width kw * C of P up to which the filter gradient slices P per time tap.
+_NARROW = 16
 
 
 def _check_kernel(kernel_HxWxIxO: jax.Array) -> tuple[int, int]:
@@ -64,7 +68,7 @@ def _conv_same_fwd(x_BxTxFxC, kernel_HxWxIxO):
 
 
 def filter_grad(x_BxTxFxC: jax.Array, dy_BxTxFxO: jax.Array, kh: int, kw: int):
-  """dW [kh, kw, C, O] of `conv_same` as one batched matmul (module doc)."""
+  """dW [kh, kw, C, O] of `conv_same` as batched matmuls (module doc)."""
   b, t, f, c = x_BxTxFxC.shape
   o = dy_BxTxFxO.shape[-1]
   ph, pw = kh // 2, kw // 2
@@ -73,6 +77,18 @@ def filter_grad(x_BxTxFxC: jax.Array, dy_BxTxFxO: jax.Array, kh: int, kw: int):
   p_BxTpxFxWC = jnp.concatenate(
     [x_pad[:, :, j : j + f] for j in range(kw)], axis=-1
   )
+  if kw * c <= _NARROW:
+    # A narrow input (the first layer's one channel): G would be kh * O
+    # times wider than P, so take one product per time tap on slices of P.
+    p_BxTpFxWC = p_BxTpxFxWC.reshape(b, tp * f, kw * c)
+    dy_BxTFxO = dy_BxTxFxO.reshape(b, t * f, o)
+    dw_HxWCxO = jnp.stack(
+      [
+        jnp.einsum('bmk,bmn->kn', p_BxTpFxWC[:, i * f : (i + t) * f], dy_BxTFxO)
+        for i in range(kh)
+      ]
+    )
+    return dw_HxWCxO.reshape(kh, kw, c, o)
   dy_pad = jnp.pad(dy_BxTxFxO, ((0, 0), (kh - 1, kh - 1), (0, 0), (0, 0)))
   g_BxTpxFxHO = jnp.concatenate(
     [dy_pad[:, kh - 1 - i : kh - 1 - i + tp] for i in range(kh)], axis=-1
