@@ -12,6 +12,9 @@ MINI_UTTERANCES ?= 3000
 MINI_RAW := data/mini_kspon
 DATA_DIR := data/tfds
 WORKDIR ?= runs/mini
+# A sentence in none of the corpus's sources (konlpy's kolaw/kobill),
+# spoken by espeak-ng after training: speech the model has never heard.
+UNSEEN_TEXT := 국민의 권리와 의무는 법률로 정한다
 
 .PHONY: demo test install system-deps corpus lint clean
 
@@ -53,10 +56,14 @@ corpus: install
 	else echo "Mini corpus already in $(MINI_RAW)"; fi
 
 # Train (resumes if $(WORKDIR) holds a run; the TFDS dataset is built on the
-# first run), then decode the test split with beam search.
+# first run), decode the test split with beam search, then a new sentence.
 demo: corpus
 	$(BIN)/python train.py --config configs/mini.py --workdir $(WORKDIR)
 	$(BIN)/python decode.py --workdir $(WORKDIR) --which=best --split=eval_clean
+	@echo
+	@echo "A sentence outside the corpus ($(UNSEEN_TEXT)), spoken by espeak-ng:"
+	espeak-ng -v ko -w $(WORKDIR)/unseen.wav "$(UNSEEN_TEXT)"
+	$(BIN)/python decode.py --workdir $(WORKDIR) --which=best $(WORKDIR)/unseen.wav
 	@echo
 	@echo "Checkpoints:        $(WORKDIR)/checkpoints, $(WORKDIR)/checkpoints_best"
 	@echo "Metrics:            $(WORKDIR)/metrics.jsonl, loss/CER curves in $(WORKDIR)/curves.png"

@@ -181,6 +181,12 @@ def get_config() -> ml_collections.ConfigDict:
   train.weight_decay = 0.0
   # Label smoothing of the attention cross entropy (KoSpeech: 0.1).
   train.label_smoothing = 0.1
+  # Joint CTC-attention only: the first steps train the CTC loss alone, so
+  # the listener learns frame-level features before the speller starts
+  # (on small corpora the speller otherwise learns to read a memorized
+  # whole-utterance summary off the first frame and attention never
+  # aligns). 0 = joint loss from the start.
+  train.ctc_warmup_steps = 0
   # Scheduled sampling: probability of feeding the ground truth at step 0.
   train.teacher_forcing_ratio = 1.0
   # Scheduled sampling: floor the probability decays to.

@@ -105,19 +105,20 @@ def ctc_loss_sum(
   )
 
 
-def combine(sums: LossSums, ctc_weight: float) -> jax.Array:
+def combine(sums: LossSums, ctc_weight: float | jax.Array) -> jax.Array:
   """The scalar objective from (already device-summed) sums.
 
   `(1 - ctc_weight) * CE per token + ctc_weight * CTC per label`: both
   terms per output unit, as KoSpeech's joint loss (PyTorch CTCLoss 'mean'
   divides by target lengths), so the weight means the same whatever the
   utterance length. `ctc_weight` 0 is pure attention (LAS), 1 pure CTC
-  (DeepSpeech2).
+  (DeepSpeech2); it may be traced (a weight that changes with the step).
   """
   ce_loss = sums.ce / jnp.maximum(sums.tokens, 1.0)
   ctc_loss = sums.ctc / jnp.maximum(sums.ctc_labels, 1.0)
-  if ctc_weight == 0.0:
-    return ce_loss
-  if ctc_weight == 1.0:
-    return ctc_loss
+  if isinstance(ctc_weight, (int, float)):
+    if ctc_weight == 0.0:
+      return ce_loss
+    if ctc_weight == 1.0:
+      return ctc_loss
   return (1.0 - ctc_weight) * ce_loss + ctc_weight * ctc_loss

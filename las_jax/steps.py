@@ -150,6 +150,10 @@ def train_step(
     k_feat, batch['audio'], batch['audio_lengths'], config.features, True
   )
   weight = ctc_weight(config)
+  if 0.0 < weight < 1.0 and tcfg.ctc_warmup_steps > 0:
+    # CTC alone first: the listener learns frame-level features before the
+    # speller can learn to read a whole-utterance summary off one frame.
+    weight = jnp.where(state.step < tcfg.ctc_warmup_steps, 1.0, weight)
 
   def loss_fn(model):
     sums, _ = _forward_sums(
@@ -176,7 +180,7 @@ def train_step(
   grads = lax.psum(grads, AXIS)
   sums = jax.tree.map(lambda x: lax.psum(x, AXIS), sums)
   loss = losses.combine(sums, weight)
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(loss) & _all_finite(grads)
 
   # A non-finite step would poison Adam's moments forever: compute the update

@@ -379,3 +379,50 @@ def test_non_finite_step_is_skipped_and_counted(corpus):
   # Nothing moved: Adam's moments are not poisoned by the NaN gradients.
   for name in ('params', 'variables', 'opt_state'):
     _assert_trees_equal(after[name], before[name])
+
+
+def test_ctc_warmup_trains_ctc_alone_then_the_joint_loss(corpus):
+  config = _config(
+    corpus, **{'model.ctc_weight': 0.25, 'train.ctc_warmup_steps': 2}
+  )
+  mesh = parallel.make_mesh(1)
+  tx, _ = optim.make_optimizer(config.train)
+  graphdef, state = create_train_state(config, 12, tx, mesh)
+  train_fn, _, _ = steps.compile_steps(config, graphdef, tx, mesh, 8)
+  rng = np.random.default_rng(1)
+  tokens = rng.integers(4, 12, (4, 6)).astype(np.int32)
+  tokens[:, -1] = Vocabulary.EOS_ID
+  batch = parallel.global_batch(
+    dict(
+      audio=rng.normal(0, 3000, (4, 16000)).astype(np.int16),
+      audio_lengths=np.full(4, 16000, np.int32),
+      tokens=tokens,
+      token_lengths=np.full(4, 6, np.int32),
+    ),
+    mesh,
+  )
+
+  def speller(state):
+    flat = jax.tree_util.tree_flatten_with_path(_params(state)['params'])[0]
+    return {
+      jax.tree_util.keystr(path): x
+      for path, x in flat
+      if "['speller']" in jax.tree_util.keystr(path)
+    }
+
+  before = speller(state)
+  assert before
+  for step in range(3):
+    state, m = train_fn(state, batch)
+    m = parallel.fetch(m)
+    if step < 2:
+      # CTC alone: the loss is the CTC term and the speller gets no update.
+      np.testing.assert_allclose(m['loss'], m['ctc'], rtol=1e-6)
+      _assert_trees_equal(speller(state), before)
+    else:
+      np.testing.assert_allclose(
+        m['loss'], 0.75 * m['ce'] + 0.25 * m['ctc'], rtol=1e-5
+      )
+      assert any(
+        not np.array_equal(v, before[k]) for k, v in speller(state).items()
+      )
