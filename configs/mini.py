@@ -5,14 +5,23 @@
   python train.py --config configs/mini.py --workdir runs/mini
   python decode.py --workdir runs/mini --which=best --split=eval_clean
 
-A small joint CTC-attention LAS sized for a 2-core CPU: a narrow VGG (16/32
-channels; the conv front end dominates CPU time, its cost grows with the
-square of the channels), a 3-layer BiLSTM 192 listener with one pyramidal
-pairing (80 ms encoder frames, ~8 frames per syllable of this corpus's
-speech), a one-layer LSTM 256 speller with 4-head attention, character
-vocabulary (the corpus has ~420 syllables; 99.6% of the test characters
-occur in train). Utterances are 1.4-6.3 s with at most 31 characters:
-two audio buckets x two token buckets = at most four compilations.
+A small joint CTC-attention LAS that learns this corpus in about 20
+minutes on 2 CPU cores (batch 16 runs at ~45 utterances/s):
+- 40 log-mel bins and a narrow VGG (8/16 channels): the conv front end
+  dominates CPU time and synthetic speech needs no more;
+- a 2-layer BiLSTM 128 listener on the VGG's 40 ms frames (no pyramid:
+  the corpus speaks ~4 syllables/s, so CTC gets ~6 frames per syllable);
+- a one-layer LSTM 256 speller with location-aware attention and input
+  feeding (ESPnet's RNN defaults, quicker to align than multi-head);
+- character units (~420 syllables; 99.6% of the test characters occur in
+  train).
+The recipe that made it learn: CTC alone for the first 800 steps
+(`train.ctc_warmup_steps`), then the joint loss. Without it the speller
+memorized train sentences from a summary on the first encoder frame and
+attention never aligned. SpecAugment is off: the corpus already varies
+voice, speed, pitch and noise, and masking slowed the start several-fold.
+Utterances are 1.4-6.3 s with at most 31 characters: two audio buckets x
+two token buckets = at most four compilations.
 """
 
 from configs import default
@@ -25,30 +34,35 @@ def get_config():
   config.data.data_dir = 'data/tfds_mini'
   config.data.test_split = 'eval_clean'
 
-  config.input.batch_size = 32
+  config.features.num_mels = 40
+  config.features.spec_augment = False
+
+  config.input.batch_size = 16
   config.input.eval_batch_size = 32
   config.input.audio_buckets_s = (3.5, 6.5)
   config.input.token_buckets = (24, 40)
 
   model = config.model
-  model.vgg_channels = (16, 32)
-  model.encoder_hidden = 192
-  model.encoder_layers = 3
-  model.pyramid_layers = (1,)
+  model.input_dim = 40
+  model.vgg_channels = (8, 16)
+  model.encoder_hidden = 128
+  model.encoder_layers = 2
   model.decoder_hidden = 256
   model.decoder_layers = 1
-  model.num_heads = 4
+  model.attention = 'location'
+  model.input_feeding = True
   model.dropout = 0.15
-  # Joint CTC-attention: the CTC head speeds up learning the alignment.
-  model.ctc_weight = 0.3
+  model.ctc_weight = 0.5
 
   train = config.train
-  train.num_steps = 750
-  train.peak_lr = 1.5e-3
-  train.warmup_steps = 100
-  train.hold_steps = 350
-  train.decay_steps = 300
-  train.teacher_forcing_steps = 600
+  train.num_steps = 3000
+  train.peak_lr = 3e-3
+  train.warmup_steps = 50
+  train.hold_steps = 1500
+  train.decay_steps = 1450
+  train.max_grad_norm = 5.0
+  train.ctc_warmup_steps = 800
+  train.teacher_forcing_steps = 2500
   train.log_every = 10
   train.eval_every = 250
   train.eval_utterances = 64
