@@ -41,9 +41,9 @@ def _hangul_font() -> str | None:
 
 
 _FONT = _hangul_font()
-if _FONT is not None:
-  # Korean titles and tick labels in this font, the rest in the default.
-  matplotlib.rcParams['font.family'] = [_FONT, 'DejaVu Sans']
+# Korean titles and tick labels in that font, the rest in the default; set
+# per figure, so importing this module leaves the user's rcParams alone.
+_STYLE = {'font.family': [_FONT, 'DejaVu Sans']} if _FONT else {}
 
 
 def _png(fig) -> bytes:
@@ -57,6 +57,7 @@ def _png(fig) -> bytes:
   return buf.getvalue()
 
 
+@plt.rc_context(_STYLE)
 def attention_png(
   attention_LxS: np.ndarray,
   num_tokens: int,
@@ -91,6 +92,7 @@ def attention_png(
   return _png(fig)
 
 
+@plt.rc_context(_STYLE)
 def curves_png(records: Sequence[dict]) -> bytes:
   """Train/dev loss and dev CER against the step, from metrics records.
 

@@ -115,11 +115,14 @@ def _window_taps(x_BxTxFxC):
   return x[:, :, 0, :, 0], x[:, :, 0, :, 1], x[:, :, 1, :, 0], x[:, :, 1, :, 1]
 
 
+def _max_of(t00, t01, t10, t11):
+  return jnp.maximum(jnp.maximum(t00, t01), jnp.maximum(t10, t11))
+
+
 @jax.custom_vjp
 def _window_max(x_BxTxFxC):
   """Max over each 2x2 window of an even-sized [B, T, F, C]."""
-  t00, t01, t10, t11 = _window_taps(x_BxTxFxC)
-  return jnp.maximum(jnp.maximum(t00, t01), jnp.maximum(t10, t11))
+  return _max_of(*_window_taps(x_BxTxFxC))
 
 
 def _window_max_fwd(x_BxTxFxC):
@@ -134,7 +137,7 @@ def _window_max_bwd(x_BxTxFxC, dy_BxSxGxC):
   # passes), and jnp.max over window axes divides by the tie count, which
   # gave NaN when XLA recomputed the fused producer with other rounding.
   taps = _window_taps(x_BxTxFxC)
-  m = jnp.maximum(jnp.maximum(taps[0], taps[1]), jnp.maximum(taps[2], taps[3]))
+  m = _max_of(*taps)
   zeros = jnp.zeros_like(dy_BxSxGxC)
   taken = jnp.zeros(m.shape, bool)
   grads = []

@@ -45,11 +45,16 @@ def _batch_stats(x, mask, axis_name):
   return count, mean, _psum(sq, axis_name) / count
 
 
+def _affine(x, scale, bias, mean, rstd):
+  """(x - mean) * rstd * scale + bias as one multiply-add per element."""
+  a = scale * rstd
+  return x * a + (bias - mean * a)
+
+
 def _normalize(x, mask, scale, bias, epsilon, axis_name, activation):
   count, mean, var = _batch_stats(x, mask, axis_name)
   rstd = jax.lax.rsqrt(var + epsilon)
-  a = scale * rstd
-  y = activation(x * a + (bias - mean * a)) * mask
+  y = activation(_affine(x, scale, bias, mean, rstd)) * mask
   return (y, count, mean, var), (x, mask, scale, bias, count, mean, rstd)
 
 
@@ -67,8 +72,7 @@ def _train_norm_bwd(epsilon, axis_name, activation, residuals, cotangents):
   del epsilon
   x, mask, scale, bias, count, mean, rstd = residuals
   dy = cotangents[0]  # The statistics feed running averages only.
-  a = scale * rstd
-  _, act_vjp = jax.vjp(activation, x * a + (bias - mean * a))
+  _, act_vjp = jax.vjp(activation, _affine(x, scale, bias, mean, rstd))
   (g,) = act_vjp(dy * mask)
   xhat = (x - mean) * rstd
   axes = tuple(range(x.ndim - 1))
@@ -77,7 +81,7 @@ def _train_norm_bwd(epsilon, axis_name, activation, residuals, cotangents):
   # The statistics are the global batch's, so their gradient terms are too.
   mean_g = _psum(dbias, axis_name) / count
   mean_gx = _psum(dscale, axis_name) / count
-  dx = a * (g - (mean_g + xhat * mean_gx) * mask)
+  dx = scale * rstd * (g - (mean_g + xhat * mean_gx) * mask)
   return dx, jnp.zeros_like(mask), dscale, dbias
 
 
@@ -131,8 +135,9 @@ class MaskedBatchNorm(nnx.Module):
     mask = mask.reshape(mask.shape + (1,) * (x_BxTxC.ndim - 2))
     scale, bias = self.scale[...], self.bias[...]
     if not train:
-      a = scale * jax.lax.rsqrt(self.var[...] + self.epsilon)
-      return activation(x_BxTxC * a + (bias - self.mean[...] * a)) * mask
+      rstd = jax.lax.rsqrt(self.var[...] + self.epsilon)
+      y = _affine(x_BxTxC, scale, bias, self.mean[...], rstd)
+      return activation(y) * mask
     y, count, mean, var = _train_norm(
       x_BxTxC, mask, scale, bias, self.epsilon, self.axis_name, activation
     )
