@@ -77,12 +77,13 @@ def test_batch_norm_eval_uses_running_statistics():
 
 
 def test_max_pool_gradient_matches_autodiff_without_ties():
-  x = jax.random.normal(jax.random.key(1), (3, 9, 6, 2))
-  cotangent = jax.random.normal(jax.random.key(2), (3, 4, 3, 2))
+  # [B, F, T, C] with time (9 frames, floor mode drops the last) on axis 2.
+  x = jax.random.normal(jax.random.key(1), (3, 6, 9, 2))
+  cotangent = jax.random.normal(jax.random.key(2), (3, 3, 4, 2))
 
   def reference(x):
-    y = jnp.max(x[:, :8].reshape(3, 4, 2, 3, 2, 2), axis=(2, 4))
-    mask = sequence_mask(LENGTHS // 2, 4)[:, :, None, None]
+    y = jnp.max(x[:, :, :8].reshape(3, 3, 2, 4, 2, 2), axis=(2, 4))
+    mask = sequence_mask(LENGTHS // 2, 4)[:, None, :, None]
     return jnp.sum(jnp.where(mask, y, 0.0) * cotangent)
 
   got = jax.grad(lambda x: jnp.sum(_max_pool_2x2(x, LENGTHS)[0] * cotangent))

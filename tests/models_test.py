@@ -65,6 +65,61 @@ def test_vgg_output_width_matches_kospeech():
   assert DeepSpeech2Extractor(80, rngs=nnx.Rngs(0)).output_dim == 640
 
 
+def _reference_extractor(ex, feats_BxTxF, lengths_B):
+  """Eval-mode extractor in the plain [B, T, F, C] layout, kernels read as
+  stored ([time, freq, in, out]), windows by lax.reduce_window."""
+  x = jnp.where(
+    sequence_mask(lengths_B, feats_BxTxF.shape[1])[..., None], feats_BxTxF, 0.0
+  )[..., None]
+  pools = (1, 3) if isinstance(ex, VGGExtractor) else ()
+  for i, block in enumerate(ex.blocks):
+    x = jax.lax.conv_general_dilated(
+      x,
+      block.conv.kernel[...],
+      block.conv.strides,
+      block.conv.padding,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    )
+    lengths_B = (
+      lengths_B + 2 * block.pad_t - block.kernel_t
+    ) // block.stride_t + 1
+    bn = block.bn
+    x = (x - bn.mean[...]) / jnp.sqrt(bn.var[...] + bn.epsilon)
+    x = jnp.clip(x * bn.scale[...] + bn.bias[...], 0.0, 20.0)
+    if i in pools:
+      x = jax.lax.reduce_window(
+        x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), 'VALID'
+      )
+      lengths_B = lengths_B // 2
+    mask = sequence_mask(lengths_B, x.shape[1])[:, :, None, None]
+    x = jnp.where(mask, x, 0.0)
+  b, t, f, c = x.shape
+  return jnp.transpose(x, (0, 1, 3, 2)).reshape(b, t, c * f), lengths_B
+
+
+@pytest.mark.parametrize('cls', [VGGExtractor, DeepSpeech2Extractor])
+def test_extractor_equals_plain_time_major_reference(cls):
+  # The extractors run in a [B, F, T, C] layout; kernels keep KoSpeech's
+  # (time, freq) meaning, so trained checkpoints decode the same.
+  ex = cls(16, rngs=nnx.Rngs(0))
+  keys = iter(jax.random.split(jax.random.key(5), 20))
+  for block in ex.blocks:  # Distinct per-channel statistics and affine.
+    for var, lo in [
+      ('mean', -1.0),
+      ('var', 0.5),
+      ('scale', 0.5),
+      ('bias', -1.0),
+    ]:
+      v = getattr(block.bn, var)
+      v[...] = lo + jax.random.uniform(next(keys), v[...].shape) * 2.0
+  feats = jax.random.normal(next(keys), (3, 37, 16)) + 1.0
+  lengths = jnp.array([37, 30, 13], jnp.int32)
+  got, got_lengths = ex(feats, lengths, train=False)
+  want, want_lengths = _reference_extractor(ex, feats, lengths)
+  np.testing.assert_array_equal(got_lengths, want_lengths)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize('attention', ['location', 'multi-head'])
 def test_step_reproduces_scanned_decoder(attention):
   model = build_model(

@@ -1,21 +1,21 @@
 """A stride-1 'same' 2-D convolution whose filter gradient is a matmul.
 
 XLA:CPU lowers the filter gradient (dW) of a convolution to a convolution
-that contracts over batch x time x freq, and runs it 3-5x slower than the
-forward pass (measured on the VGG extractor's 64- and 128-channel layers;
-it dominated the training step). The forward pass and the input gradient
-are left to XLA's convolution, which runs near matmul speed. The filter
-gradient is written as ONE batched matmul instead:
+that contracts over batch x height x width, and runs it 3-5x slower than
+the forward pass (measured on the VGG extractor's 64- and 128-channel
+layers; it dominated the training step). The forward pass and the input
+gradient are left to XLA's convolution, which runs near matmul speed. The
+filter gradient is written as ONE batched matmul instead:
 
-  P[b, t', f, (j, c)] = x_pad[b, t', f + j, c]       (freq taps side by side)
-  G[b, t', f, (i, o)] = dy[b, t' - i, f, o]          (time taps, zero outside)
-  dW[i, j, c, o]      = sum_{b, t', f} P[..., (j, c)] G[..., (i, o)]
+  P[b, h', w, (j, c)] = x_pad[b, h', w + j, c]       (W taps side by side)
+  G[b, h', w, (i, o)] = dy[b, h' - i, w, o]          (H taps, zero outside)
+  dW[i, j, c, o]      = sum_{b, h', w} P[..., (j, c)] G[..., (i, o)]
 
-so a [kw*C, kh*O] product per utterance, summed over utterances (the
-per-utterance batch axis keeps both cores busy, a single huge contraction
+so a [kw*C, kh*O] product per example, summed over examples (the
+per-example batch axis keeps both cores busy, a single huge contraction
 did not). Memory: P and G are kw and kh times the activations. For a
 narrow input (the first layer's single channel) G would dwarf P, so there
-dW[i] = sum P[b, t + i, f, :]^T dy[b, t, f, :] is taken per time tap i.
+dW[i] = sum P[b, h + i, w, :]^T dy[b, h, w, :] is taken per H tap i.
 """
 
 import jax
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
-# Width kw * C of P up to which the filter gradient slices P per time tap.
+# Width kw * C of P up to which the filter gradient slices P per H tap.
 _NARROW = 16
 
 
@@ -34,10 +34,10 @@ def _check_kernel(kernel_HxWxIxO: jax.Array) -> tuple[int, int]:
   return kh // 2, kw // 2
 
 
-def _conv(x_BxTxFxC, kernel_HxWxIxO):
+def _conv(x_BxHxWxC, kernel_HxWxIxO):
   ph, pw = _check_kernel(kernel_HxWxIxO)
   return lax.conv_general_dilated(
-    x_BxTxFxC,
+    x_BxHxWxC,
     kernel_HxWxIxO,
     window_strides=(1, 1),
     padding=((ph, ph), (pw, pw)),
@@ -46,7 +46,7 @@ def _conv(x_BxTxFxC, kernel_HxWxIxO):
 
 
 @jax.custom_vjp
-def conv_same(x_BxTxFxC: jax.Array, kernel_HxWxIxO: jax.Array) -> jax.Array:
+def conv_same(x_BxHxWxC: jax.Array, kernel_HxWxIxO: jax.Array) -> jax.Array:
   """Stride-1 convolution with zero 'same' padding (odd kernel sizes).
 
   Equal to `lax.conv_general_dilated(x, kernel, (1, 1), ((kh // 2,) * 2,
@@ -54,62 +54,62 @@ def conv_same(x_BxTxFxC: jax.Array, kernel_HxWxIxO: jax.Array) -> jax.Array:
   and gradients, up to float rounding.
 
   Args:
-    x_BxTxFxC: input, NHWC with H = time and W = frequency.
+    x_BxHxWxC: input, NHWC.
     kernel_HxWxIxO: filter [kh, kw, C, O], kh and kw odd.
 
   Returns:
     [B, T, F, O].
   """
-  return _conv(x_BxTxFxC, kernel_HxWxIxO)
+  return _conv(x_BxHxWxC, kernel_HxWxIxO)
 
 
-def _conv_same_fwd(x_BxTxFxC, kernel_HxWxIxO):
-  return _conv(x_BxTxFxC, kernel_HxWxIxO), (x_BxTxFxC, kernel_HxWxIxO)
+def _conv_same_fwd(x_BxHxWxC, kernel_HxWxIxO):
+  return _conv(x_BxHxWxC, kernel_HxWxIxO), (x_BxHxWxC, kernel_HxWxIxO)
 
 
-def filter_grad(x_BxTxFxC: jax.Array, dy_BxTxFxO: jax.Array, kh: int, kw: int):
+def filter_grad(x_BxHxWxC: jax.Array, dy_BxHxWxO: jax.Array, kh: int, kw: int):
   """dW [kh, kw, C, O] of `conv_same` as batched matmuls (module doc)."""
-  b, t, f, c = x_BxTxFxC.shape
-  o = dy_BxTxFxO.shape[-1]
+  b, h, w, c = x_BxHxWxC.shape
+  o = dy_BxHxWxO.shape[-1]
   ph, pw = kh // 2, kw // 2
-  x_pad = jnp.pad(x_BxTxFxC, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
-  tp = t + 2 * ph  # Padded time: t' ranges over it.
-  p_BxTpxFxWC = jnp.concatenate(
-    [x_pad[:, :, j : j + f] for j in range(kw)], axis=-1
+  x_pad = jnp.pad(x_BxHxWxC, ((0, 0), (ph, ph), (pw, pw), (0, 0)))
+  hp = h + 2 * ph  # Padded height: h' ranges over it.
+  p_BxHpxWxKC = jnp.concatenate(
+    [x_pad[:, :, j : j + w] for j in range(kw)], axis=-1
   )
   if kw * c <= _NARROW:
     # A narrow input (the first layer's one channel): G would be kh * O
-    # times wider than P, so take one product per time tap on slices of P.
-    p_BxTpFxWC = p_BxTpxFxWC.reshape(b, tp * f, kw * c)
-    dy_BxTFxO = dy_BxTxFxO.reshape(b, t * f, o)
-    dw_HxWCxO = jnp.stack(
+    # times wider than P, so take one product per H tap on slices of P.
+    p_BxHpWxKC = p_BxHpxWxKC.reshape(b, hp * w, kw * c)
+    dy_BxHWxO = dy_BxHxWxO.reshape(b, h * w, o)
+    dw_HxKCxO = jnp.stack(
       [
-        jnp.einsum('bmk,bmn->kn', p_BxTpFxWC[:, i * f : (i + t) * f], dy_BxTFxO)
+        jnp.einsum('bmk,bmn->kn', p_BxHpWxKC[:, i * w : (i + h) * w], dy_BxHWxO)
         for i in range(kh)
       ]
     )
-    return dw_HxWCxO.reshape(kh, kw, c, o)
-  dy_pad = jnp.pad(dy_BxTxFxO, ((0, 0), (kh - 1, kh - 1), (0, 0), (0, 0)))
-  g_BxTpxFxHO = jnp.concatenate(
-    [dy_pad[:, kh - 1 - i : kh - 1 - i + tp] for i in range(kh)], axis=-1
+    return dw_HxKCxO.reshape(kh, kw, c, o)
+  dy_pad = jnp.pad(dy_BxHxWxO, ((0, 0), (kh - 1, kh - 1), (0, 0), (0, 0)))
+  g_BxHpxWxHO = jnp.concatenate(
+    [dy_pad[:, kh - 1 - i : kh - 1 - i + hp] for i in range(kh)], axis=-1
   )
-  dw_BxWCxHO = jnp.einsum(
+  dw_BxKCxHO = jnp.einsum(
     'bmk,bmn->bkn',
-    p_BxTpxFxWC.reshape(b, tp * f, kw * c),
-    g_BxTpxFxHO.reshape(b, tp * f, kh * o),
+    p_BxHpxWxKC.reshape(b, hp * w, kw * c),
+    g_BxHpxWxHO.reshape(b, hp * w, kh * o),
   )
-  dw_WxCxHxO = jnp.sum(dw_BxWCxHO, axis=0).reshape(kw, c, kh, o)
-  return jnp.transpose(dw_WxCxHxO, (2, 0, 1, 3))
+  dw_KxCxHxO = jnp.sum(dw_BxKCxHO, axis=0).reshape(kw, c, kh, o)
+  return jnp.transpose(dw_KxCxHxO, (2, 0, 1, 3))
 
 
-def _conv_same_bwd(residuals, dy_BxTxFxO):
-  x_BxTxFxC, kernel_HxWxIxO = residuals
+def _conv_same_bwd(residuals, dy_BxHxWxO):
+  x_BxHxWxC, kernel_HxWxIxO = residuals
   # The input gradient is a convolution XLA runs well: let it derive one.
-  _, vjp = jax.vjp(lambda x: _conv(x, kernel_HxWxIxO), x_BxTxFxC)
-  (dx_BxTxFxC,) = vjp(dy_BxTxFxO)
+  _, vjp = jax.vjp(lambda x: _conv(x, kernel_HxWxIxO), x_BxHxWxC)
+  (dx_BxHxWxC,) = vjp(dy_BxHxWxO)
   kh, kw = kernel_HxWxIxO.shape[:2]
-  dw = filter_grad(x_BxTxFxC, dy_BxTxFxO, kh, kw)
-  return dx_BxTxFxC, dw.astype(kernel_HxWxIxO.dtype)
+  dw = filter_grad(x_BxHxWxC, dy_BxHxWxO, kh, kw)
+  return dx_BxHxWxC, dw.astype(kernel_HxWxIxO.dtype)
 
 
 conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)

@@ -18,11 +18,24 @@ def sequence_mask(lengths_B: jax.Array, max_len: int) -> jax.Array:
   return jnp.arange(max_len)[None, :] < lengths_B[:, None]
 
 
-def zero_padding(x_BxTx: jax.Array, lengths_B: jax.Array) -> jax.Array:
-  """Zeroes frames t >= lengths_B[b] of a batch-major, time-second array."""
-  mask = sequence_mask(lengths_B, x_BxTx.shape[1])
-  mask = mask.reshape(mask.shape + (1,) * (x_BxTx.ndim - 2))
-  return jnp.where(mask, x_BxTx, 0.0)
+def time_mask(
+  lengths_B: jax.Array, shape: tuple[int, ...], time_axis: int = 1
+) -> jax.Array:
+  """Bool mask broadcastable to a batch-major array of `shape` whose time
+  axis is `time_axis`: True on frames before each length."""
+  mask_BxT = sequence_mask(lengths_B, shape[time_axis])
+  return jnp.expand_dims(
+    mask_BxT,
+    [a for a in range(1, len(shape)) if a != time_axis],
+  )
+
+
+def zero_padding(
+  x_BxTx: jax.Array, lengths_B: jax.Array, time_axis: int = 1
+) -> jax.Array:
+  """Zeroes frames t >= lengths_B[b] of a batch-major array along its
+  `time_axis` (the second axis unless told)."""
+  return jnp.where(time_mask(lengths_B, x_BxTx.shape, time_axis), x_BxTx, 0.0)
 
 
 def _identity(x: jax.Array) -> jax.Array:
@@ -37,8 +50,8 @@ def _psum(x: jax.Array, axis_name: str | None) -> jax.Array:
 def _batch_stats(x, mask, axis_name):
   """(count, mean, biased var) over valid frames, summed across devices."""
   axes = tuple(range(x.ndim - 1))
-  # Frames per channel: valid frames times the inner (e.g. freq) size.
-  inner = x[0, 0].size // x.shape[-1]
+  # Values per channel: valid frames times the other (e.g. freq) size.
+  inner = x.size // (x.shape[-1] * mask.size)
   count = jnp.maximum(_psum(jnp.sum(mask) * inner, axis_name), 1.0)
   mean = _psum(jnp.sum(x * mask, axis=axes), axis_name) / count
   sq = jnp.sum(jnp.square((x - mean) * mask), axis=axes)
@@ -126,13 +139,14 @@ class MaskedBatchNorm(nnx.Module):
     *,
     train: bool,
     activation: Callable[[jax.Array], jax.Array] = _identity,
+    time_axis: int = 1,
   ) -> jax.Array:
-    """activation(normalized x) ([B, T, ..., C]); padded frames are zero.
+    """activation(normalized x) ([B, ..., C], time on `time_axis`);
+    padded frames are zero.
 
     `activation` must map 0 to 0 (padding stays zero).
     """
-    mask = sequence_mask(lengths_B, x_BxTxC.shape[1]).astype(x_BxTxC.dtype)
-    mask = mask.reshape(mask.shape + (1,) * (x_BxTxC.ndim - 2))
+    mask = time_mask(lengths_B, x_BxTxC.shape, time_axis).astype(x_BxTxC.dtype)
     scale, bias = self.scale[...], self.bias[...]
     if not train:
       rstd = jax.lax.rsqrt(self.var[...] + self.epsilon)
