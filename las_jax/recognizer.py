@@ -399,15 +399,13 @@ class Recognizer:
         r.tokens[:, None], r.lengths[:, None], r.scores[:, None]
       )
     else:
-      # The step runs on N = B * K rows (row b * K + k is utterance b's
-      # beam k); beam_search takes the initial carry per utterance.
-      carry_N, step_fn = model.decode_fns(
-        *decoding.tile_beams((enc.enc_BxSxH, enc_len_B), k)
+      init_carry, step_fn = model.decode_fns(
+        enc.enc_BxSxH, enc_len_B, beam_size=k
       )
       step_fn = _never_special(step_fn)
       nbest = decoding.beam_search(
         step_fn,
-        jax.tree.map(lambda x: x[::k], carry_N),
+        init_carry,
         b,
         k,
         max_len,

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from configs import default, kspon
+from las_jax import decoding
 from las_jax.models import CTC_BLANK_ID, build_model, count_params
 from las_jax.models.extractors import DeepSpeech2Extractor, VGGExtractor
 from las_jax.models.masking import sequence_mask
@@ -118,6 +119,28 @@ def test_extractor_equals_plain_time_major_reference(cls):
   want, want_lengths = _reference_extractor(ex, feats, lengths)
   np.testing.assert_array_equal(got_lengths, want_lengths)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('attention', ['location', 'multi-head'])
+def test_beam_step_runs_each_row_as_its_utterance(attention):
+  # decode_fns(beam_size=K) tiles the attention projections: row b * K + j
+  # must step exactly as utterance b alone does, over several steps.
+  model = build_model(
+    tiny_model_config(attention=attention), VOCAB, nnx.Rngs(0)
+  )
+  feats, lengths, _ = batch()
+  enc = model.encode(feats, lengths, train=False)
+  k = 3
+  carry_B, step_N = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B, k)
+  _, step_B = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
+  carry_N = decoding.tile_beams(carry_B, k)
+  carries = [carry_B] * k  # Beam j of every utterance, as a batch of B.
+  for seed in range(3):
+    tokens_N = jax.random.randint(jax.random.key(seed), (3 * k,), 3, VOCAB)
+    lp_N, carry_N = step_N(tokens_N, carry_N)
+    for j in range(k):
+      lp_B, carries[j] = step_B(tokens_N[j::k], carries[j])
+      np.testing.assert_allclose(lp_N[j::k], lp_B, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('attention', ['location', 'multi-head'])

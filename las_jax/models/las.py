@@ -5,6 +5,7 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
+from las_jax.decoding import tile_beams
 from las_jax.models.listener import Encoded, Listener
 from las_jax.models.masking import sequence_mask
 from las_jax.models.speller import Carry, Speller
@@ -86,21 +87,28 @@ class LAS(nnx.Module):
     }
 
   def decode_fns(
-    self, enc_BxSxH: jax.Array, enc_lengths_B: jax.Array
+    self, enc_BxSxH: jax.Array, enc_lengths_B: jax.Array, beam_size: int = 1
   ) -> tuple[Carry, Callable[[jax.Array, Carry], tuple[jax.Array, Carry]]]:
     """Initial carry and `step_fn(token_N, carry) -> (log_probs_NxV, carry)`.
 
     The decoding contract of `las_jax.decoding`. The encoder-side attention
-    projections are computed here once and closed over. For beam search,
-    tile `enc_BxSxH` and `enc_lengths_B` to N = batch * beam first.
+    projections are computed here once per utterance and closed over. With
+    `beam_size` K, `step_fn` runs on N = batch * K rows (utterance b's beam
+    k is row b * K + k; the projections are tiled, not recomputed per
+    beam); the initial carry is per utterance ([B, ...]) either way, as
+    `decoding.beam_search` takes it.
     """
     enc_mask = sequence_mask(enc_lengths_B, enc_BxSxH.shape[1])
+    init_carry = self.speller.init_carry(enc_BxSxH, enc_mask)
     memory = self.speller.precompute(enc_BxSxH)
+    enc_N, mask_N, memory_N = tile_beams(
+      (enc_BxSxH, enc_mask, memory), beam_size
+    )
 
     def step_fn(token_N, carry):
       logits, carry, _ = self.speller.step(
-        token_N, carry, enc_BxSxH, enc_mask, memory=memory
+        token_N, carry, enc_N, mask_N, memory=memory_N
       )
       return jax.nn.log_softmax(logits, axis=-1), carry
 
-    return self.speller.init_carry(enc_BxSxH, enc_mask), step_fn
+    return init_carry, step_fn
