@@ -3,10 +3,14 @@
 All three share one interface so the speller does not care which it holds:
 - `precompute(enc_BxSxE) -> memory`: the encoder-side projections, done
   once per utterance (not once per decoder step);
-- `__call__(query_BxD, memory, enc_mask_BxS, prev_attn_BxS)` ->
-  `(context_BxD, attn_BxS)`: padded encoder frames get a -1e9 score, hence
-  exactly zero weight. `attn_BxS` is what an alignment plot shows; for
+- `__call__(query_NxD, memory, enc_mask_BxS, prev_attn_NxS)` ->
+  `(context_NxD, attn_NxS)`: padded encoder frames get a -1e9 score, hence
+  exactly zero weight. `attn_NxS` is what an alignment plot shows; for
   multi-head attention it is the MEAN over heads.
+
+Queries come in N = B * K rows, K consecutive rows per utterance: K = 1
+in training, the beam in beam search. The memory stays one per utterance
+(never tiled to the beams), so a decoder step reads it once, not K times.
 
 Following KoSpeech, location-aware and additive attention weight the raw
 encoder frames when their width equals the decoder's (a learned projection
@@ -25,6 +29,11 @@ ATTENTIONS = ('multi-head', 'location', 'additive')
 
 def masked_softmax(score_BxS: jax.Array, mask_BxS: jax.Array) -> jax.Array:
   return jax.nn.softmax(jnp.where(mask_BxS, score_BxS, NEG_INF), axis=-1)
+
+
+def _per_utterance(x_NxD: jax.Array, batch: int) -> jax.Array:
+  """[N, ...] rows -> [B, K, ...] with K = N // B rows per utterance."""
+  return x_NxD.reshape(batch, x_NxD.shape[0] // batch, *x_NxD.shape[1:])
 
 
 class _ValueProjection(nnx.Module):
@@ -60,16 +69,19 @@ class MultiHeadAttention(nnx.Module):
     split = lambda x: x.reshape(b, s, self.num_heads, -1)  # noqa: E731
     return split(self.key(enc_BxSxE)), split(self.value(enc_BxSxE))
 
-  def __call__(self, query_BxD, memory, enc_mask_BxS, prev_attn_BxS):
-    del prev_attn_BxS  # Content-based only.
-    k_BxSxNxd, v_BxSxNxd = memory
-    b, d = query_BxD.shape
-    q_BxNxd = self.query(query_BxD).reshape(b, self.num_heads, -1)
-    score = jnp.einsum('bnd,bsnd->bns', q_BxNxd, k_BxSxNxd)
-    score = score / jnp.sqrt(jnp.float32(q_BxNxd.shape[-1]))
-    attn_BxNxS = masked_softmax(score, enc_mask_BxS[:, None, :])
-    context = jnp.einsum('bns,bsnd->bnd', attn_BxNxS, v_BxSxNxd)
-    return context.reshape(b, d), jnp.mean(attn_BxNxS, axis=1)
+  def __call__(self, query_NxD, memory, enc_mask_BxS, prev_attn_NxS):
+    del prev_attn_NxS  # Content-based only.
+    k_BxSxHxd, v_BxSxHxd = memory
+    n, d = query_NxD.shape
+    q_BxKxHxd = _per_utterance(
+      self.query(query_NxD).reshape(n, self.num_heads, -1), k_BxSxHxd.shape[0]
+    )
+    score = jnp.einsum('bkhd,bshd->bkhs', q_BxKxHxd, k_BxSxHxd)
+    score = score / jnp.sqrt(jnp.float32(q_BxKxHxd.shape[-1]))
+    attn_BxKxHxS = masked_softmax(score, enc_mask_BxS[:, None, None, :])
+    context = jnp.einsum('bkhs,bshd->bkhd', attn_BxKxHxS, v_BxSxHxd)
+    attn_NxS = jnp.mean(attn_BxKxHxS, axis=2).reshape(n, -1)
+    return context.reshape(n, d), attn_NxS
 
 
 class AdditiveAttention(nnx.Module):
@@ -87,17 +99,24 @@ class AdditiveAttention(nnx.Module):
   def precompute(self, enc_BxSxE):
     return self.key(enc_BxSxE) + self.bias[...], self.value(enc_BxSxE)
 
-  def _attend(self, query_BxD, memory, enc_mask_BxS, extra_BxSxD=0.0):
+  def _attend(self, query_NxD, memory, enc_mask_BxS, extra_NxSxD=None):
     keys_BxSxD, values_BxSxD = memory
-    hidden = jnp.tanh(
-      self.query(query_BxD)[:, None, :] + keys_BxSxD + extra_BxSxD
+    b, s, _ = keys_BxSxD.shape
+    pre_BxKxSxD = (
+      _per_utterance(self.query(query_NxD), b)[:, :, None, :]
+      + keys_BxSxD[:, None]
     )
-    attn = masked_softmax(self.score(hidden)[..., 0], enc_mask_BxS)
-    return jnp.einsum('bs,bsd->bd', attn, values_BxSxD), attn
+    if extra_NxSxD is not None:
+      pre_BxKxSxD = pre_BxKxSxD + _per_utterance(extra_NxSxD, b)
+    score_BxKxS = self.score(jnp.tanh(pre_BxKxSxD))[..., 0]
+    attn_BxKxS = masked_softmax(score_BxKxS, enc_mask_BxS[:, None, :])
+    context = jnp.einsum('bks,bsd->bkd', attn_BxKxS, values_BxSxD)
+    n = query_NxD.shape[0]
+    return context.reshape(n, -1), attn_BxKxS.reshape(n, s)
 
-  def __call__(self, query_BxD, memory, enc_mask_BxS, prev_attn_BxS):
-    del prev_attn_BxS  # Content-based only.
-    return self._attend(query_BxD, memory, enc_mask_BxS)
+  def __call__(self, query_NxD, memory, enc_mask_BxS, prev_attn_NxS):
+    del prev_attn_NxS  # Content-based only.
+    return self._attend(query_NxD, memory, enc_mask_BxS)
 
 
 class LocationAwareAttention(AdditiveAttention):
@@ -117,9 +136,9 @@ class LocationAwareAttention(AdditiveAttention):
       1, dim, (kernel,), padding=[(kernel // 2, kernel // 2)], rngs=rngs
     )
 
-  def __call__(self, query_BxD, memory, enc_mask_BxS, prev_attn_BxS):
-    loc_BxSxD = self.loc_conv(prev_attn_BxS[..., None])
-    return self._attend(query_BxD, memory, enc_mask_BxS, loc_BxSxD)
+  def __call__(self, query_NxD, memory, enc_mask_BxS, prev_attn_NxS):
+    loc_NxSxD = self.loc_conv(prev_attn_NxS[..., None])
+    return self._attend(query_NxD, memory, enc_mask_BxS, loc_NxSxD)
 
 
 def build_attention(

@@ -5,7 +5,6 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
-from las_jax.decoding import tile_beams
 from las_jax.models.listener import Encoded, Listener
 from las_jax.models.masking import sequence_mask
 from las_jax.models.speller import Carry, Speller
@@ -94,21 +93,17 @@ class LAS(nnx.Module):
     The decoding contract of `las_jax.decoding`. The encoder-side attention
     projections are computed here once per utterance and closed over. With
     `beam_size` K, `step_fn` runs on N = batch * K rows (utterance b's beam
-    k is row b * K + k; the projections are tiled, not recomputed per
-    beam); the initial carry is per utterance ([B, ...]) either way, as
-    `decoding.beam_search` takes it.
+    k is row b * K + k), all K attending to their utterance's one copy of
+    the projections; the initial carry is per utterance ([B, ...]) either
+    way, as `decoding.beam_search` takes it.
     """
     enc_mask = sequence_mask(enc_lengths_B, enc_BxSxH.shape[1])
-    init_carry = self.speller.init_carry(enc_BxSxH, enc_mask)
     memory = self.speller.precompute(enc_BxSxH)
-    enc_N, mask_N, memory_N = tile_beams(
-      (enc_BxSxH, enc_mask, memory), beam_size
-    )
 
     def step_fn(token_N, carry):
       logits, carry, _ = self.speller.step(
-        token_N, carry, enc_N, mask_N, memory=memory_N
+        token_N, carry, enc_BxSxH, enc_mask, memory=memory
       )
       return jax.nn.log_softmax(logits, axis=-1), carry
 
-    return init_carry, step_fn
+    return self.speller.init_carry(enc_BxSxH, enc_mask), step_fn

@@ -132,7 +132,7 @@ class Speller(nnx.Module):
 
   def step(
     self,
-    token_B: jax.Array,
+    token_N: jax.Array,
     carry: Carry,
     enc_BxSxH: jax.Array,
     enc_mask_BxS: jax.Array,
@@ -142,19 +142,21 @@ class Speller(nnx.Module):
     """One decoder step without dropout.
 
     Args:
-      token_B: int32 [B] previous tokens (SOS first).
-      carry: from `init_carry` or a previous step.
+      token_N: int32 [N] previous tokens (SOS first); N = B * K rows, K
+        consecutive rows per utterance (beam search's hypotheses; K = 1
+        otherwise), all attending to their utterance's frames.
+      carry: from `init_carry` (per row) or a previous step.
       enc_BxSxH: listener output.
       enc_mask_BxS: True on valid encoder frames.
       memory: `precompute(enc_BxSxH)`; computed here when None (pass it
         when stepping many times: it is the expensive part).
 
     Returns:
-      (logits_BxV, new carry, attention weights_BxS).
+      (logits_NxV, new carry, attention weights_NxS).
     """
     if memory is None:
       memory = self.precompute(enc_BxSxH)
-    o, carry, attn = self._features(token_B, carry, memory, enc_mask_BxS, None)
+    o, carry, attn = self._features(token_N, carry, memory, enc_mask_BxS, None)
     return self._head(o), carry, attn
 
   def __call__(
