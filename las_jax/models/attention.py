@@ -65,21 +65,28 @@ class MultiHeadAttention(nnx.Module):
     self.value = nnx.Linear(enc_dim, dim, rngs=rngs)
 
   def precompute(self, enc_BxSxE):
+    # Heads before frames: the layout both per-step products read, so no
+    # step (nor its backward pass) transposes the memory again.
     b, s, _ = enc_BxSxE.shape
-    split = lambda x: x.reshape(b, s, self.num_heads, -1)  # noqa: E731
+
+    def split(x_BxSxD):
+      return jnp.transpose(
+        x_BxSxD.reshape(b, s, self.num_heads, -1), (0, 2, 1, 3)
+      )
+
     return split(self.key(enc_BxSxE)), split(self.value(enc_BxSxE))
 
   def __call__(self, query_NxD, memory, enc_mask_BxS, prev_attn_NxS):
     del prev_attn_NxS  # Content-based only.
-    k_BxSxHxd, v_BxSxHxd = memory
+    k_BxHxSxd, v_BxHxSxd = memory
     n, d = query_NxD.shape
     q_BxKxHxd = _per_utterance(
-      self.query(query_NxD).reshape(n, self.num_heads, -1), k_BxSxHxd.shape[0]
+      self.query(query_NxD).reshape(n, self.num_heads, -1), k_BxHxSxd.shape[0]
     )
-    score = jnp.einsum('bkhd,bshd->bkhs', q_BxKxHxd, k_BxSxHxd)
+    score = jnp.einsum('bkhd,bhsd->bkhs', q_BxKxHxd, k_BxHxSxd)
     score = score / jnp.sqrt(jnp.float32(q_BxKxHxd.shape[-1]))
     attn_BxKxHxS = masked_softmax(score, enc_mask_BxS[:, None, None, :])
-    context = jnp.einsum('bkhs,bshd->bkhd', attn_BxKxHxS, v_BxSxHxd)
+    context = jnp.einsum('bkhs,bhsd->bkhd', attn_BxKxHxS, v_BxHxSxd)
     attn_NxS = jnp.mean(attn_BxKxHxS, axis=2).reshape(n, -1)
     return context.reshape(n, d), attn_NxS
 
