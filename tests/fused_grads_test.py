@@ -116,3 +116,31 @@ def test_vgg_block_trains_under_jit_with_finite_gradients():
   leaves = jax.tree.leaves(nnx.state(grads(ext), nnx.Param))
   assert all(np.all(np.isfinite(g)) for g in leaves)
   assert all(np.any(g != 0) for g in leaves)
+
+
+def test_speller_pretransposed_matmul_gradients_match_autodiff():
+  # The speller's x @ w takes its input gradient from a w.T formed once,
+  # outside the scan; inside a scan it must equal autodiff of x @ w.
+  from las_jax.models.speller import _matmul, _pretransposed
+
+  k = jax.random.split(jax.random.key(4), 3)
+  h0 = jax.random.normal(k[0], (3, 5))
+  w = 0.5 * jax.random.normal(k[1], (5, 5))
+  xs = jax.random.normal(k[2], (4, 3, 5))
+
+  def run(matmul, h0, w):
+    def body(h, x):
+      h = jnp.tanh(matmul(h, w) + x)
+      return h, h
+
+    return jnp.sum(jnp.sin(jax.lax.scan(body, h0, xs)[1]))
+
+  fused = jax.jit(
+    jax.grad(
+      lambda h0, w: run(lambda h, w: _matmul(h, *_pretransposed(w)), h0, w),
+      argnums=(0, 1),
+    )
+  )
+  plain = jax.grad(lambda h0, w: run(jnp.matmul, h0, w), argnums=(0, 1))
+  for got, want in zip(fused(h0, w), plain(h0, w), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
