@@ -1,7 +1,7 @@
 """Hand-written gradients equal autodiff's references.
 
 `MaskedBatchNorm` with a fused activation, the 2x2 max pool (VGG), the
-LSTM recurrence (listener) and the pre-transposed matmul (speller) have
+LSTM recurrence (listener) and `loop_matmul` (speller) have
 custom VJPs for speed on CPU; here each is checked against autodiff of a
 plain formula of the same function, with padded utterances in the batch
 where lengths apply.
@@ -119,10 +119,10 @@ def test_vgg_block_trains_under_jit_with_finite_gradients():
   assert all(np.any(g != 0) for g in leaves)
 
 
-def test_speller_pretransposed_matmul_gradients_match_autodiff():
-  # The speller's x @ w takes its input gradient from a w.T formed once,
+def test_loop_matmul_gradients_match_autodiff():
+  # loop_matmul.matmul takes its input gradient from a w.T formed once,
   # outside the scan; inside a scan it must equal autodiff of x @ w.
-  from las_jax.models.speller import _matmul, _pretransposed
+  from las_jax.models.loop_matmul import matmul
 
   k = jax.random.split(jax.random.key(4), 3)
   h0 = jax.random.normal(k[0], (3, 5))
@@ -138,13 +138,22 @@ def test_speller_pretransposed_matmul_gradients_match_autodiff():
 
   fused = jax.jit(
     jax.grad(
-      lambda h0, w: run(lambda h, w: _matmul(h, *_pretransposed(w)), h0, w),
+      lambda h0, w: run(matmul, h0, w),
       argnums=(0, 1),
     )
   )
   plain = jax.grad(lambda h0, w: run(jnp.matmul, h0, w), argnums=(0, 1))
   for got, want in zip(fused(h0, w), plain(h0, w), strict=True):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  # Leading axes beyond one (the output layer after the scan).
+  x3 = xs.reshape(2, 6, 5)
+  for fn in (matmul, jnp.matmul):
+    got = jax.grad(lambda x, w: jnp.sum(jnp.sin(fn(x, w))), (0, 1))(x3, w)
+    if fn is matmul:
+      want = got
+    else:
+      for g, r in zip(want, got, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
 
 
 def test_lstm_recurrence_gradients_match_autodiff():

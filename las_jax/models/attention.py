@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from las_jax.models.loop_matmul import dense
+
 NEG_INF = -1e9
 ATTENTIONS = ('multi-head', 'location', 'additive')
 
@@ -81,7 +83,8 @@ class MultiHeadAttention(nnx.Module):
     k_BxHxSxd, v_BxHxSxd = memory
     n, d = query_NxD.shape
     q_BxKxHxd = _per_utterance(
-      self.query(query_NxD).reshape(n, self.num_heads, -1), k_BxHxSxd.shape[0]
+      dense(self.query, query_NxD).reshape(n, self.num_heads, -1),
+      k_BxHxSxd.shape[0],
     )
     score = jnp.einsum('bkhd,bhsd->bkhs', q_BxKxHxd, k_BxHxSxd)
     score = score / jnp.sqrt(jnp.float32(q_BxKxHxd.shape[-1]))
@@ -110,7 +113,7 @@ class AdditiveAttention(nnx.Module):
     keys_BxSxD, values_BxSxD = memory
     b, s, _ = keys_BxSxD.shape
     pre_BxKxSxD = (
-      _per_utterance(self.query(query_NxD), b)[:, :, None, :]
+      _per_utterance(dense(self.query, query_NxD), b)[:, :, None, :]
       + keys_BxSxD[:, None]
     )
     if extra_NxSxD is not None:

@@ -25,37 +25,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from las_jax.models.attention import build_attention
+from las_jax.models.loop_matmul import dense, matmul
 from las_jax.models.rnn import cell_update, pytorch_uniform
 
 Carry = dict[str, jax.Array]
-
-
-@jax.custom_vjp
-def _matmul(x_BxI: jax.Array, w_IxG: jax.Array, w_t_GxI: jax.Array):
-  """x @ w whose input gradient multiplies by `w_t_GxI` (= w.T, given).
-
-  Autodiff of x @ w inside the decoder's scan multiplies the cotangent by
-  w.T at every step, which XLA:CPU ran 2.4x slower than by a weight
-  already transposed; here the transpose is taken once, outside the loop.
-  Pass `w_t_GxI` under `lax.stop_gradient`: its cotangent is not formed.
-  """
-  return x_BxI @ w_IxG
-
-
-def _matmul_fwd(x_BxI, w_IxG, w_t_GxI):
-  return x_BxI @ w_IxG, (x_BxI, w_t_GxI)
-
-
-def _matmul_bwd(residuals, g_BxG):
-  x_BxI, w_t_GxI = residuals
-  return g_BxG @ w_t_GxI, x_BxI.T @ g_BxG, None
-
-
-_matmul.defvjp(_matmul_fwd, _matmul_bwd)
-
-
-def _pretransposed(w_IxG: jax.Array) -> tuple[jax.Array, jax.Array]:
-  return w_IxG, jax.lax.stop_gradient(w_IxG.T)
 
 
 class _LSTMCell(nnx.Module):
@@ -71,10 +44,10 @@ class _LSTMCell(nnx.Module):
     )
 
   def __call__(self, x_BxI, h_BxH, c_BxH):
-    x_proj = _matmul(x_BxI, *_pretransposed(self.w_ih[...])) + self.b[...]
-    w_hh = _pretransposed(self.w_hh[...])
+    x_proj = matmul(x_BxI, self.w_ih[...]) + self.b[...]
+    w_hh = self.w_hh[...]
     return cell_update(
-      'lstm', x_proj, h_BxH, c_BxH, lambda h: _matmul(h, *w_hh), 0.0
+      'lstm', x_proj, h_BxH, c_BxH, lambda h: matmul(h, w_hh), 0.0
     )
 
 
@@ -131,7 +104,7 @@ class Speller(nnx.Module):
 
   def _head(self, o_xD: jax.Array) -> jax.Array:
     """Output layer: logits [..., V] from the normalized features."""
-    return self.out(jnp.tanh(o_xD))
+    return dense(self.out, jnp.tanh(o_xD))
 
   def _features(self, token_B, carry, memory, enc_mask_BxS, masks):
     """A step up to the output layer: (o_BxD, new carry, attn_BxS).
@@ -151,7 +124,7 @@ class Speller(nnx.Module):
       x = h if masks is None or i == self.num_layers - 1 else h * masks[1][i]
     context, attn = self.attention(x, memory, enc_mask_BxS, carry['attn'])
     o = self.attn_norm(context + x)
-    o = self.proj_norm(self.proj(o) + o)
+    o = self.proj_norm(dense(self.proj, o) + o)
     new_carry = {
       'h': jnp.stack(hs, axis=1),
       'c': jnp.stack(cs, axis=1),
