@@ -152,8 +152,9 @@ def _window_max_fwd(x_BxHxWxC):
 
 def _window_max_bwd(x_BxHxWxC, dy_BxSxGxC):
   # The whole gradient goes to the first tap equal to the max in row-major
-  # order (PyTorch's choice; on [F, T] windows, as KoSpeech's), in one pass. The max is recomputed here from the same taps,
-  # so some tap always equals it; were none to, the last tap takes it.
+  # order (PyTorch's choice; on [F, T] windows, as KoSpeech's), in one
+  # pass. The max is recomputed here from the same taps, so some tap
+  # always equals it; were none to, the last tap takes it.
   # Autodiff of the elementwise maxima took ~5x longer (pad and select
   # passes), and jnp.max over window axes divides by the tie count, which
   # gave NaN when XLA recomputed the fused producer with other rounding.
