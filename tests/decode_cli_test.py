@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 import soundfile as sf
@@ -21,7 +20,7 @@ from recognizer_test import SR, make_run, signal, to_int16
 
 from las_jax import decode_inputs, metrics, transcribe
 
-jax.config.update('jax_disable_most_optimizations', True)
+pytestmark = pytest.mark.usefixtures('fast_compile')
 
 ROOT = Path(__file__).resolve().parents[1]
 JSONL_FIELDS = {

@@ -20,7 +20,7 @@ from las_jax import train as train_lib
 from las_jax.recognizer import Hypothesis, Recognizer
 from las_jax.text import Vocabulary
 
-jax.config.update('jax_disable_most_optimizations', True)
+pytestmark = pytest.mark.usefixtures('fast_compile')
 
 SR = 16000
 TEXTS = ['가나다 라마바', '사아자 차카타 파하']
