@@ -19,7 +19,7 @@ def fast_compile():
   """
   import jax  # noqa: PLC0415  (after XLA_FLAGS above)
 
-  previous = jax.config.jax_disable_most_optimizations
+  previous = jax.config.read('jax_disable_most_optimizations')
   jax.config.update('jax_disable_most_optimizations', True)
   yield
   jax.config.update('jax_disable_most_optimizations', previous)
