@@ -389,9 +389,9 @@ class Recognizer:
     )
     ids = dict(sos_id=Vocabulary.SOS_ID, eos_id=Vocabulary.EOS_ID)
     k = self.beam_size
+    init_carry, step_fn = model.decode_fns(enc.enc_BxSxH, enc_len_B)
+    step_fn = _never_special(step_fn)
     if k == 1:
-      init_carry, step_fn = model.decode_fns(enc.enc_BxSxH, enc_len_B)
-      step_fn = _never_special(step_fn)
       r = decoding.greedy_search(
         step_fn, init_carry, b, max_len, max_lens_B=limits_B, **ids
       )
@@ -399,10 +399,6 @@ class Recognizer:
         r.tokens[:, None], r.lengths[:, None], r.scores[:, None]
       )
     else:
-      init_carry, step_fn = model.decode_fns(
-        enc.enc_BxSxH, enc_len_B, beam_size=k
-      )
-      step_fn = _never_special(step_fn)
       nbest = decoding.beam_search(
         step_fn,
         init_carry,

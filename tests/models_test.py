@@ -123,23 +123,22 @@ def test_extractor_equals_plain_time_major_reference(cls):
 
 @pytest.mark.parametrize('attention', ['location', 'multi-head'])
 def test_beam_step_runs_each_row_as_its_utterance(attention):
-  # decode_fns(beam_size=K) tiles the attention projections: row b * K + j
-  # must step exactly as utterance b alone does, over several steps.
+  # The step on B * K rows attends K rows to each utterance's one memory:
+  # row b * K + j must step exactly as utterance b alone does.
   model = build_model(
     tiny_model_config(attention=attention), VOCAB, nnx.Rngs(0)
   )
   feats, lengths, _ = batch()
   enc = model.encode(feats, lengths, train=False)
   k = 3
-  carry_B, step_N = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B, k)
-  _, step_B = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
+  carry_B, step = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
   carry_N = decoding.tile_beams(carry_B, k)
   carries = [carry_B] * k  # Beam j of every utterance, as a batch of B.
   for seed in range(3):
     tokens_N = jax.random.randint(jax.random.key(seed), (3 * k,), 3, VOCAB)
-    lp_N, carry_N = step_N(tokens_N, carry_N)
+    lp_N, carry_N = step(tokens_N, carry_N)
     for j in range(k):
-      lp_B, carries[j] = step_B(tokens_N[j::k], carries[j])
+      lp_B, carries[j] = step(tokens_N[j::k], carries[j])
       np.testing.assert_allclose(lp_N[j::k], lp_B, rtol=1e-5, atol=1e-6)
 
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-_DIMS = ('NHWC', 'HWIO', 'NHWC')
+NHWC = ('NHWC', 'HWIO', 'NHWC')  # Data, kernel, output layouts.
 # Width kw * C of P up to which the filter gradient slices P per H tap.
 _NARROW = 16
 
@@ -41,7 +41,7 @@ def _conv(x_BxHxWxC, kernel_HxWxIxO):
     kernel_HxWxIxO,
     window_strides=(1, 1),
     padding=((ph, ph), (pw, pw)),
-    dimension_numbers=_DIMS,
+    dimension_numbers=NHWC,
   )
 
 

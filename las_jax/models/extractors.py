@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from las_jax.models.conv import conv_same
+from las_jax.models.conv import NHWC, conv_same
 from las_jax.models.masking import MaskedBatchNorm, zero_padding
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -109,7 +109,7 @@ class _MaskedConvBlock(nnx.Module):
         kernel_FxTxIxO,
         self.stride_ft,
         self.pad_ft,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        dimension_numbers=NHWC,
       )
     lengths_B = conv_output_length(
       lengths_B, self.kernel_t, self.stride_t, self.pad_t

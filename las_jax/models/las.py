@@ -86,16 +86,16 @@ class LAS(nnx.Module):
     }
 
   def decode_fns(
-    self, enc_BxSxH: jax.Array, enc_lengths_B: jax.Array, beam_size: int = 1
+    self, enc_BxSxH: jax.Array, enc_lengths_B: jax.Array
   ) -> tuple[Carry, Callable[[jax.Array, Carry], tuple[jax.Array, Carry]]]:
     """Initial carry and `step_fn(token_N, carry) -> (log_probs_NxV, carry)`.
 
     The decoding contract of `las_jax.decoding`. The encoder-side attention
-    projections are computed here once per utterance and closed over. With
-    `beam_size` K, `step_fn` runs on N = batch * K rows (utterance b's beam
-    k is row b * K + k), all K attending to their utterance's one copy of
-    the projections; the initial carry is per utterance ([B, ...]) either
-    way, as `decoding.beam_search` takes it.
+    projections are computed here once per utterance and closed over.
+    `step_fn` takes N = batch * K rows for any K (utterance b's beam k is
+    row b * K + k; K = 1 for greedy search), all K attending to their
+    utterance's one copy of the projections. The initial carry is per
+    utterance ([B, ...]), as `decoding.beam_search` takes it.
     """
     enc_mask = sequence_mask(enc_lengths_B, enc_BxSxH.shape[1])
     memory = self.speller.precompute(enc_BxSxH)
