@@ -8,7 +8,8 @@ where N is batch (greedy) or batch * beam (beam search, beam-major inside each
 utterance: row b * K + k), `carry` is any pytree whose leaves have a leading
 N axis, and `log_probs_NxV` are NORMALIZED log-probabilities (log_softmax):
 the early-stopping bound of the beam search relies on them being <= 0. The
-encoder output is closed over by the caller, tiled with `tile_beams`.
+encoder output is closed over by the caller, once per utterance (the step
+maps its K rows per utterance onto it; see `LAS.decode_fns`).
 
 Both searches are pure functions built on `lax.while_loop`; call them inside
 `jax.jit` together with the encoder (the step callback is a Python closure, so
