@@ -187,6 +187,12 @@ def get_config() -> ml_collections.ConfigDict:
   # whole-utterance summary off the first frame and attention never
   # aligns). 0 = joint loss from the start.
   train.ctc_warmup_steps = 0
+  # Scheduled sampling: what one draw decides. 'batch' (KoSpeech): a whole
+  # batch is fed the ground truth with probability teacher_forcing_ratio,
+  # else its own predictions (teacher-forced batches run in parallel over
+  # time with content-based attention: faster); 'token' (Bengio et al.
+  # 2015): each token independently.
+  train.scheduled_sampling = 'batch'
   # Scheduled sampling: probability of feeding the ground truth at step 0.
   train.teacher_forcing_ratio = 1.0
   # Scheduled sampling: floor the probability decays to.

@@ -10,6 +10,7 @@ decays).
 
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
@@ -161,3 +162,34 @@ def teacher_forcing_schedule(
   if decay_steps <= 0:
     return optax.constant_schedule(start)
   return optax.linear_schedule(start, floor, decay_steps)
+
+
+SAMPLING_UNITS = ('batch', 'token')
+
+
+def teacher_forcing_p(unit: str, ratio: jax.Array, key: jax.Array) -> jax.Array:
+  """The speller's per-token probability of the ground truth for one batch.
+
+  Args:
+    unit: `config.train.scheduled_sampling`. 'batch' (KoSpeech's
+      `random.random() < teacher_forcing_ratio` per batch): the whole batch
+      is fed the ground truth (returns 1) with probability `ratio`, else
+      its own predictions at every step (returns 0); a teacher-forced
+      batch with content-based attention runs in parallel over time.
+      'token' (Bengio et al. 2015): each token independently (returns
+      `ratio`).
+    ratio: the teacher-forcing schedule's value at this step.
+    key: the draw's key, the same on every device (one global batch).
+
+  Returns:
+    A traced float32 scalar in [0, 1].
+  """
+  if unit not in SAMPLING_UNITS:
+    raise ValueError(
+      f'config.train.scheduled_sampling: unknown unit {unit!r}; expected '
+      f'one of {SAMPLING_UNITS}'
+    )
+  ratio = jnp.asarray(ratio, jnp.float32)
+  if unit == 'token':
+    return ratio
+  return (jax.random.uniform(key) < ratio).astype(jnp.float32)

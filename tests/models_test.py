@@ -142,29 +142,77 @@ def test_beam_step_runs_each_row_as_its_utterance(attention):
       np.testing.assert_allclose(lp_N[j::k], lp_B, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('attention', ['location', 'multi-head'])
-def test_step_reproduces_scanned_decoder(attention):
+@pytest.mark.parametrize(
+  'attention,input_feeding',
+  [
+    ('location', False),  # Scanned teacher forcing.
+    ('multi-head', True),  # Scanned teacher forcing.
+    ('multi-head', False),  # Parallel over time.
+    ('additive', False),  # Parallel over time.
+  ],
+)
+def test_teacher_forcing_reproduces_stepped_decoder(attention, input_feeding):
+  # The teacher-forced paths (scan with the output layer after it, or
+  # parallel over time) against `step` called L times: values and the
+  # speller's gradients.
   model = build_model(
-    tiny_model_config(attention=attention), VOCAB, nnx.Rngs(0)
+    tiny_model_config(attention=attention, input_feeding=input_feeding),
+    VOCAB,
+    nnx.Rngs(0),
   )
   feats, lengths, tokens = batch()
+  weights = jax.random.normal(jax.random.key(5), tokens.shape + (VOCAB,))
+
+  def forced(speller, enc, mask):
+    logits, _ = speller(enc, mask, tokens)
+    return logits
+
+  def stepped(speller, enc, mask):
+    carry = speller.init_carry(enc, mask)
+    logits = []
+    for t in range(tokens.shape[1]):
+      step_logits, carry, _ = speller.step(tokens[:, t], carry, enc, mask)
+      logits.append(step_logits)
+    return jnp.stack(logits, axis=1)
 
   @nnx.jit
   def run(model):
-    out = model(feats, lengths, tokens, train=False)
     enc = model.encode(feats, lengths, train=False)
     mask = sequence_mask(enc.enc_lengths_B, enc.enc_BxSxH.shape[1])
-    carry = model.speller.init_carry(enc.enc_BxSxH, mask)
-    logits = []
-    for t in range(tokens.shape[1]):
-      step_logits, carry, _ = model.speller.step(
-        tokens[:, t], carry, enc.enc_BxSxH, mask
-      )
-      logits.append(step_logits)
-    return out['logits_BxLxV'], jnp.stack(logits, axis=1)
+    out = []
+    for decoder in (forced, stepped):
 
-  scanned, stepped = run(model)
-  np.testing.assert_allclose(scanned, stepped, atol=1e-5, rtol=1e-5)
+      def loss(speller, enc_BxSxH, decoder=decoder):
+        logits = decoder(speller, enc_BxSxH, mask)
+        return jnp.sum(jnp.tanh(logits) * weights), logits
+
+      grads, logits = nnx.grad(loss, argnums=(0, 1), has_aux=True)(
+        model.speller, enc.enc_BxSxH
+      )
+      out.append((logits, grads))
+    # With a sample key and p = 1 the same teacher-forced path runs.
+    sampled, _ = model.speller(
+      enc.enc_BxSxH,
+      mask,
+      tokens,
+      teacher_forcing_p=1.0,
+      sample_key=jax.random.key(1),
+    )
+    return out, sampled
+
+  ((forced_logits, forced_grads), (stepped_logits, stepped_grads)), sampled = (
+    run(model)
+  )
+  np.testing.assert_allclose(forced_logits, stepped_logits, atol=1e-5)
+  np.testing.assert_array_equal(sampled, forced_logits)
+  flat_forced = jax.tree.leaves(forced_grads)
+  flat_stepped = jax.tree.leaves(stepped_grads)
+  assert len(flat_forced) == len(flat_stepped) > 10
+  # One scale for all: the attention score's bias has an exactly zero
+  # gradient (softmax is shift-invariant), left as rounding noise.
+  scale = max(float(jnp.max(jnp.abs(g))) for g in flat_stepped)
+  for a, b in zip(flat_forced, flat_stepped, strict=True):
+    np.testing.assert_allclose(a / scale, b / scale, atol=1e-5)
 
 
 def test_scheduled_sampling_p0_feeds_argmax():

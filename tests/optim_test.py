@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -54,6 +55,27 @@ def test_teacher_forcing_decays_to_floor():
   )
   with pytest.raises(ValueError, match='teacher forcing'):
     optim.teacher_forcing_schedule(1.0, 1.5, 10)
+
+
+def test_scheduled_sampling_draws_per_batch_or_per_token():
+  keys = jax.random.split(jax.random.key(0), 2000)
+  draw = jax.vmap(lambda k: optim.teacher_forcing_p('batch', 0.7, k))
+  batch_p = np.asarray(draw(keys))
+  # Per batch: all ground truth (1) or all own predictions (0), at the
+  # schedule's rate.
+  assert set(np.unique(batch_p)) == {0.0, 1.0}
+  assert abs(batch_p.mean() - 0.7) < 0.04
+  assert np.all(
+    np.asarray(
+      jax.vmap(lambda k: optim.teacher_forcing_p('batch', 1.0, k))(keys)
+    )
+    == 1.0
+  )
+  assert float(optim.teacher_forcing_p('token', 0.7, keys[0])) == (
+    pytest.approx(0.7)
+  )
+  with pytest.raises(ValueError, match='config.train.scheduled_sampling'):
+    optim.teacher_forcing_p('utterance', 0.7, keys[0])
 
 
 def test_optimizer_clips_global_norm():

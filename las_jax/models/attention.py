@@ -55,6 +55,9 @@ class _ValueProjection(nnx.Module):
 class MultiHeadAttention(nnx.Module):
   """Scaled dot-product attention with `num_heads` heads (KoSpeech's)."""
 
+  # Whether a step reads the previous step's weights (`prev_attn_NxS`).
+  reads_previous_weights = False
+
   def __init__(self, enc_dim: int, dim: int, num_heads: int, *, rngs):
     if dim % num_heads:
       raise ValueError(
@@ -97,6 +100,8 @@ class MultiHeadAttention(nnx.Module):
 class AdditiveAttention(nnx.Module):
   """Bahdanau attention: score_s = w . tanh(W_k h_s + W_q q + b) + b_w."""
 
+  reads_previous_weights = False
+
   def __init__(self, enc_dim: int, dim: int, *, rngs: nnx.Rngs):
     self.query = nnx.Linear(dim, dim, use_bias=False, rngs=rngs)
     self.key = nnx.Linear(enc_dim, dim, use_bias=False, rngs=rngs)
@@ -136,6 +141,8 @@ class LocationAwareAttention(AdditiveAttention):
   normalized with a softmax (KoSpeech's `smoothing` sigmoid branch is not
   offered: it references an undefined variable there).
   """
+
+  reads_previous_weights = True
 
   def __init__(
     self, enc_dim: int, dim: int, *, kernel: int = 3, rngs: nnx.Rngs

@@ -11,9 +11,15 @@ One decoder step (KoSpeech's LAS decoder, `kospeech/models/las/decoder.py`):
   logit = W_out tanh(o)                   (no bias)
 
 `step` is the single pure step shared by training (inside `lax.scan`),
-greedy and beam search. Training without scheduled sampling leaves the
-output layer out of the scan: one [L*B, D] @ [D, V] matmul after it (and
-in the backward pass) instead of L small ones. Its carry is a dict of
+greedy and beam search. A batch fed only the ground truth (teacher
+forcing) needs no step's logits, so the output layer runs once on all
+steps after the scan: one [L*B, D] @ [D, V] matmul (and one in the
+backward pass) instead of L small ones. With content-based attention and
+no input feeding nothing but the LSTM state passes from step to step, and
+teacher forcing runs in parallel over time as KoSpeech's does: each LSTM
+layer is one input matmul plus `lstm_recurrence` (whose backward pass
+takes the weight gradient in one matmul after the loop), then attention,
+norms and the output layer take all steps at once. The step's carry is a dict of
 arrays with a leading batch axis (so beam search can gather it): `h`, `c`
 [B, layers, D] LSTM state, `context` [B, D] the previous context vector,
 `attn` [B, S] the previous attention weights (location-aware attention's
@@ -26,7 +32,7 @@ from flax import nnx
 
 from las_jax.models.attention import build_attention
 from las_jax.models.loop_matmul import dense, matmul
-from las_jax.models.rnn import cell_update, pytorch_uniform
+from las_jax.models.rnn import cell_update, lstm_recurrence, pytorch_uniform
 
 Carry = dict[str, jax.Array]
 
@@ -49,6 +55,11 @@ class _LSTMCell(nnx.Module):
     return cell_update(
       'lstm', x_proj, h_BxH, c_BxH, lambda h: matmul(h, w_hh), 0.0
     )
+
+  def over_time(self, x_LxBxI: jax.Array) -> jax.Array:
+    """The cell from zero state over all steps: [L, B, I] -> [L, B, H]."""
+    x_proj = jnp.einsum('lbi,ig->lbg', x_LxBxI, self.w_ih[...]) + self.b[...]
+    return lstm_recurrence(x_proj[:, None], self.w_hh[...][None])[:, 0]
 
 
 class Speller(nnx.Module):
@@ -106,6 +117,11 @@ class Speller(nnx.Module):
     """Output layer: logits [..., V] from the normalized features."""
     return dense(self.out, jnp.tanh(o_xD))
 
+  def _output_features(self, context_xD, query_xD):
+    """The two AddNorms after attention: o_xD, the output layer's input."""
+    o = self.attn_norm(context_xD + query_xD)
+    return self.proj_norm(dense(self.proj, o) + o)
+
   def _features(self, token_B, carry, memory, enc_mask_BxS, masks):
     """A step up to the output layer: (o_BxD, new carry, attn_BxS).
 
@@ -123,8 +139,7 @@ class Speller(nnx.Module):
       cs.append(c)
       x = h if masks is None or i == self.num_layers - 1 else h * masks[1][i]
     context, attn = self.attention(x, memory, enc_mask_BxS, carry['attn'])
-    o = self.attn_norm(context + x)
-    o = self.proj_norm(dense(self.proj, o) + o)
+    o = self._output_features(context, x)
     new_carry = {
       'h': jnp.stack(hs, axis=1),
       'c': jnp.stack(cs, axis=1),
@@ -162,6 +177,25 @@ class Speller(nnx.Module):
     o, carry, attn = self._features(token_N, carry, memory, enc_mask_BxS, None)
     return self._head(o), carry, attn
 
+  def _forced_over_time(self, tokens_LxB, memory, enc_mask_BxS, masks):
+    """Teacher forcing in parallel over time (module doc): requires
+    content-based attention and no input feeding."""
+    emb_masks, mid_masks = masks
+    x = self.embed(tokens_LxB) * emb_masks
+    for i, cell in enumerate(self.cells):
+      x = cell.over_time(x)
+      if i < self.num_layers - 1:
+        x = x * mid_masks[:, i]
+    length, b, d = x.shape
+    # Batch-major rows: attention takes L consecutive queries per utterance.
+    query_NxD = jnp.swapaxes(x, 0, 1).reshape(b * length, d)
+    context, attn_NxS = self.attention(query_NxD, memory, enc_mask_BxS, None)
+    logits_NxV = self._head(self._output_features(context, query_NxD))
+    return (
+      logits_NxV.reshape(b, length, -1),
+      attn_NxS.reshape(b, length, -1),
+    )
+
   def __call__(
     self,
     enc_BxSxH: jax.Array,
@@ -172,13 +206,14 @@ class Speller(nnx.Module):
     sample_key: jax.Array | None = None,
     train: bool = False,
   ) -> tuple[jax.Array, jax.Array]:
-    """Runs the decoder over all target positions in one `lax.scan`.
+    """Runs the decoder over all target positions.
 
     Per token and utterance, the input is the ground truth with probability
     `teacher_forcing_p` (a traced scalar: changing it never recompiles) and
     the model's own previous argmax otherwise (scheduled sampling); the
     first input is always `tokens_in_BxL[:, 0]` (SOS). Without
-    `sample_key` every input is the ground truth.
+    `sample_key`, or when `teacher_forcing_p` is 1, every input is the
+    ground truth (the teacher-forced paths of the module doc).
 
     Returns:
       (logits_BxLxV, attention_BxLxS).
@@ -199,40 +234,50 @@ class Speller(nnx.Module):
     tokens_LxB = tokens_in_BxL.T
     masks = (emb_masks, mid_masks)
 
-    if sample_key is None:
-      # Teacher forcing only: no step needs its logits, so the output
-      # layer runs once on all steps after the scan.
-      def forced(carry, xs):
+    def forced_scan():
+      # No step needs its logits: the output layer runs after the scan.
+      def body(carry, xs):
         token_B, step_masks = xs
         o, carry, attn = self._features(
           token_B, carry, memory, enc_mask_BxS, step_masks
         )
         return carry, (o, attn)
 
-      _, (o_LxBxD, attn_LxBxS) = jax.lax.scan(
-        forced, carry, (tokens_LxB, masks)
-      )
+      _, (o_LxBxD, attn_LxBxS) = jax.lax.scan(body, carry, (tokens_LxB, masks))
       logits_BxLxV = self._head(jnp.transpose(o_LxBxD, (1, 0, 2)))
       return logits_BxLxV, jnp.transpose(attn_LxBxS, (1, 0, 2))
+
+    def forced():
+      if self.input_feeding or self.attention.reads_previous_weights:
+        return forced_scan()
+      return self._forced_over_time(tokens_LxB, memory, enc_mask_BxS, masks)
+
+    if sample_key is None:
+      return forced()
 
     draws = jax.random.uniform(sample_key, (length, b))
     use_truth_LxB = (draws < teacher_forcing_p).at[0].set(True)
 
-    def sampled(state, xs):
-      carry, prev_pred_B = state
-      truth_B, use_truth_B, step_masks = xs
-      token_B = jnp.where(use_truth_B, truth_B, prev_pred_B)
-      o, carry, attn = self._features(
-        token_B, carry, memory, enc_mask_BxS, step_masks
-      )
-      logits = self._head(o)
-      pred_B = jnp.argmax(logits, axis=-1).astype(tokens_in_BxL.dtype)
-      return (carry, pred_B), (logits, attn)
+    def sampled():
+      def body(state, xs):
+        carry, prev_pred_B = state
+        truth_B, use_truth_B, step_masks = xs
+        token_B = jnp.where(use_truth_B, truth_B, prev_pred_B)
+        o, carry, attn = self._features(
+          token_B, carry, memory, enc_mask_BxS, step_masks
+        )
+        logits = self._head(o)
+        pred_B = jnp.argmax(logits, axis=-1).astype(tokens_in_BxL.dtype)
+        return (carry, pred_B), (logits, attn)
 
-    _, (logits_LxBxV, attn_LxBxS) = jax.lax.scan(
-      sampled, (carry, tokens_LxB[0]), (tokens_LxB, use_truth_LxB, masks)
-    )
-    return (
-      jnp.transpose(logits_LxBxV, (1, 0, 2)),
-      jnp.transpose(attn_LxBxS, (1, 0, 2)),
-    )
+      _, (logits_LxBxV, attn_LxBxS) = jax.lax.scan(
+        body, (carry, tokens_LxB[0]), (tokens_LxB, use_truth_LxB, masks)
+      )
+      return (
+        jnp.transpose(logits_LxBxV, (1, 0, 2)),
+        jnp.transpose(attn_LxBxS, (1, 0, 2)),
+      )
+
+    # Only the branch taken runs: p = 1 (every batch early in the decay,
+    # most batches under per-batch sampling) takes the teacher-forced path.
+    return jax.lax.cond(jnp.asarray(teacher_forcing_p) >= 1.0, forced, sampled)
