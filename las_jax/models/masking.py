@@ -23,12 +23,7 @@ def time_mask(
 ) -> jax.Array:
   """Bool mask broadcastable to a batch-major array of `shape` whose time
   axis is `time_axis`: True on frames before each length."""
-  # Materialized once: left to fusion, XLA recomputed the lengths' integer
-  # arithmetic (floor divisions of the audio lengths) for every element of
-  # each masked activation, ~90 ms per VGG layer on CPU.
-  mask_BxT = jax.lax.optimization_barrier(
-    sequence_mask(lengths_B, shape[time_axis])
-  )
+  mask_BxT = sequence_mask(lengths_B, shape[time_axis])
   return jnp.expand_dims(
     mask_BxT,
     [a for a in range(1, len(shape)) if a != time_axis],
