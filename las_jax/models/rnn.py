@@ -207,8 +207,8 @@ class RNNLayer(nnx.Module):
     d, h = self.num_dirs, self.hidden
     gh = GATES[self.rnn_type] * h
     # Hoisted input projection for all steps and directions, time-major.
-    xp_TxBxDxG = (
-      jnp.einsum('bti,ig->tbg', x_BxTxI, self.w_ih[...]) + self.b_ih[...]
+    xp_TxBxDxG = jnp.swapaxes(
+      jnp.einsum('bti,ig->btg', x_BxTxI, self.w_ih[...]) + self.b_ih[...], 0, 1
     ).reshape(t, b, d, gh)
     # Direction-major inside the scan: the recurrent einsum is then a
     # plain batched matmul over d. With d in the middle ('bdh,dhg->bdg')
