@@ -197,9 +197,10 @@ def test_loss_decreases(corpus, tmp_path):
   assert np.mean(losses[-6:]) < np.mean(losses[:6]) - 0.4, losses
 
 
-# Dropout, SpecAugment and scheduled sampling draw per device (keys fold
-# in the device index), so runs on different device counts agree only
-# without them; everything else (batch norm statistics included) is global.
+# Dropout, SpecAugment and per-token scheduled sampling draw per device
+# (keys fold in the device index), so runs on different device counts agree
+# only without them; everything else (batch norm statistics and the
+# per-batch teacher-forcing draw included) is global.
 DETERMINISTIC = {
   'model.dropout': 0.0,
   'features.spec_augment': False,
