@@ -59,18 +59,17 @@ def test_teacher_forcing_decays_to_floor():
 
 def test_scheduled_sampling_draws_per_batch_or_per_token():
   keys = jax.random.split(jax.random.key(0), 2000)
-  draw = jax.vmap(lambda k: optim.teacher_forcing_p('batch', 0.7, k))
-  batch_p = np.asarray(draw(keys))
+
+  def per_batch(ratio):
+    draw = jax.vmap(lambda k: optim.teacher_forcing_p('batch', ratio, k))
+    return np.asarray(draw(keys))
+
+  batch_p = per_batch(0.7)
   # Per batch: all ground truth (1) or all own predictions (0), at the
   # schedule's rate.
   assert set(np.unique(batch_p)) == {0.0, 1.0}
   assert abs(batch_p.mean() - 0.7) < 0.04
-  assert np.all(
-    np.asarray(
-      jax.vmap(lambda k: optim.teacher_forcing_p('batch', 1.0, k))(keys)
-    )
-    == 1.0
-  )
+  assert np.all(per_batch(1.0) == 1.0)
   assert float(optim.teacher_forcing_p('token', 0.7, keys[0])) == (
     pytest.approx(0.7)
   )

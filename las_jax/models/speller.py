@@ -20,7 +20,7 @@ teacher forcing runs in parallel over time as KoSpeech's does: each LSTM
 layer is one input matmul plus `lstm_recurrence` (whose backward pass
 takes the weight gradient in one matmul after the loop), then attention,
 norms and the output layer take all steps at once (speller forward +
-backward 0.24 -> 0.09 s on the peers' benchmark, CPU).
+backward 0.24 -> 0.08 s on the peers' benchmark, CPU).
 
 The step's carry is a dict of arrays with a leading batch axis (so beam
 search can gather it): `h`, `c` [B, layers, D] LSTM state, `context`
