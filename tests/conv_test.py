@@ -1,4 +1,5 @@
-"""conv_same: XLA's convolution forward and gradients, matmul filter grad."""
+"""conv_same: both paths (Winograd F(4x4, 3x3) and direct) against XLA's
+convolution, forward and gradients."""
 
 import jax
 import jax.numpy as jnp
@@ -24,10 +25,14 @@ def reference(x, kernel):
   'shape_btfc, kernel_hw, out_ch',
   [
     ((2, 7, 6, 1), (3, 3), 4),  # VGG's first layer: one input channel.
-    ((3, 9, 8, 5), (3, 3), 6),  # Narrow: dW per time tap.
-    ((2, 5, 6, 8), (3, 3), 3),  # Wide (kw * C > 16): dW from P and G.
-    ((2, 6, 10, 3), (5, 3), 2),  # Non-square kernel: taps kept apart.
+    ((3, 9, 8, 5), (3, 3), 6),  # Narrow: direct.
+    ((2, 5, 6, 8), (3, 3), 3),
+    ((2, 6, 10, 3), (5, 3), 2),  # Non-square kernel.
     ((1, 4, 5, 2), (1, 1), 3),
+    ((2, 9, 11, 16), (3, 3), 5),  # Winograd; partial tiles on both axes.
+    ((1, 8, 12, 32), (3, 3), 24),  # Winograd; whole 4x4 tiles.
+    ((2, 3, 2, 16), (3, 3), 4),  # Winograd; less than one tile.
+    ((2, 6, 10, 16), (5, 3), 2),  # Wide but not 3x3: direct.
   ],
 )
 def test_forward_and_gradients_match_lax(shape_btfc, kernel_hw, out_ch):
@@ -36,10 +41,43 @@ def test_forward_and_gradients_match_lax(shape_btfc, kernel_hw, out_ch):
   kernel = jax.random.normal(kw_, (*kernel_hw, shape_btfc[-1], out_ch))
   y_ref, vjp_ref = jax.vjp(reference, x, kernel)
   y, vjp = jax.vjp(conv_same, x, kernel)
-  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+  # Winograd's transforms round to ~1e-5 of the values' scale.
+  close = lambda got, want: np.testing.assert_allclose(  # noqa: E731
+    got, want, rtol=0, atol=2e-5 * np.abs(want).max()
+  )
+  close(y, y_ref)
   dy = jax.random.normal(kg, y.shape)
   for got, want in zip(vjp(dy), vjp_ref(dy), strict=True):
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    close(got, want)
+
+
+@pytest.mark.parametrize(
+  'channels, kernel_hw, winograd',
+  [(16, (3, 3), True), (15, (3, 3), False), (16, (3, 5), False)],
+)
+def test_path_choice(channels, kernel_hw, winograd):
+  x = jnp.ones((1, 8, 8, channels))
+  kernel = jnp.ones((*kernel_hw, channels, 4))
+  for fn in (conv_same, jax.grad(lambda x, k: jnp.sum(conv_same(x, k)), 1)):
+    jaxpr = str(jax.make_jaxpr(fn)(x, kernel))
+    assert ('conv_general_dilated' in jaxpr) is not winograd
+
+
+def test_winograd_golden_single_tap_and_padding():
+  # As test_filter_grad_golden_single_tap, on the Winograd path: only
+  # dW[2, 0] of channel pair (3, 1) is 1. Appending zero frames (padding)
+  # leaves the outputs of the original frames as they were.
+  x = jnp.zeros((1, 3, 3, 16)).at[0, 1, 1, 3].set(1.0)
+  dy = jnp.zeros((1, 3, 3, 2)).at[0, 0, 2, 1].set(1.0)
+  kernel = jax.random.normal(jax.random.key(1), (3, 3, 16, 2))
+  y, vjp = jax.vjp(conv_same, x, kernel)
+  want = np.zeros((3, 3, 16, 2))
+  want[2, 0, 3, 1] = 1.0
+  np.testing.assert_allclose(vjp(dy)[1], want, atol=1e-6)
+  # y[t, f] = kernel[1 - t + 1, 1 - f + 1] around the single input.
+  np.testing.assert_allclose(y[0, :, :, 0], kernel[::-1, ::-1, 3, 0], atol=1e-6)
+  padded = jnp.pad(x, ((0, 0), (0, 6), (0, 9), (0, 0)))
+  np.testing.assert_allclose(conv_same(padded, kernel)[:, :3, :3], y, atol=1e-6)
 
 
 def test_filter_grad_golden_single_tap():
