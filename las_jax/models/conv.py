@@ -1,7 +1,8 @@
 """Stride-1 'same' 2-D convolutions with backward passes fit for XLA:CPU.
 
-`conv_same` is the convolution of the VGG extractor. It takes one of two
-paths, both with hand-written backward passes:
+`conv_same` is the convolution of the VGG extractor. On GPU and TPU it is
+XLA's convolution (cuDNN's or the TPU's kernels, autodiff gradients). On
+CPU it takes one of two paths, both with hand-written backward passes:
 
 * 3x3 kernels on inputs of `_WINOGRAD_MIN_CHANNELS` channels or more
   (VGG's 64- and 128-channel layers) use Winograd's minimal filtering
@@ -84,7 +85,8 @@ def conv_same(x_BxHxWxC: jax.Array, kernel_HxWxIxO: jax.Array) -> jax.Array:
 
   Equal to `lax.conv_general_dilated(x, kernel, (1, 1), ((kh // 2,) * 2,
   (kw // 2,) * 2), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))`, forward
-  and gradients, up to float rounding (module doc).
+  and gradients, up to float rounding (module doc). The platform is chosen
+  when the computation is lowered (`lax.platform_dependent`).
 
   Args:
     x_BxHxWxC: input, NHWC.
@@ -98,8 +100,11 @@ def conv_same(x_BxHxWxC: jax.Array, kernel_HxWxIxO: jax.Array) -> jax.Array:
     kernel_HxWxIxO.shape[:2] == (3, 3)
     and x_BxHxWxC.shape[-1] >= _WINOGRAD_MIN_CHANNELS
   )
-  return (_winograd_conv if winograd else _direct_conv)(
-    x_BxHxWxC, kernel_HxWxIxO
+  return lax.platform_dependent(
+    x_BxHxWxC,
+    kernel_HxWxIxO,
+    cpu=_winograd_conv if winograd else _direct_conv,
+    default=_conv,
   )
 
 
