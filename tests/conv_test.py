@@ -25,11 +25,10 @@ def reference(x, kernel):
   'shape_btfc, kernel_hw, out_ch',
   [
     ((2, 7, 6, 1), (3, 3), 4),  # VGG's first layer: one input channel.
-    ((3, 9, 8, 5), (3, 3), 6),  # Narrow: direct.
-    ((2, 5, 6, 8), (3, 3), 3),
-    ((2, 6, 10, 3), (5, 3), 2),  # Non-square kernel.
+    ((3, 9, 8, 3), (3, 3), 6),  # Narrow: direct.
+    ((2, 6, 10, 3), (5, 3), 2),  # Non-square kernel: direct.
     ((1, 4, 5, 2), (1, 1), 3),
-    ((2, 9, 11, 16), (3, 3), 5),  # Winograd; partial tiles on both axes.
+    ((2, 9, 11, 4), (3, 3), 5),  # Winograd; partial tiles on both axes.
     ((1, 8, 12, 32), (3, 3), 24),  # Winograd; whole 4x4 tiles.
     ((2, 3, 2, 16), (3, 3), 4),  # Winograd; less than one tile.
     ((2, 6, 10, 16), (5, 3), 2),  # Wide but not 3x3: direct.
@@ -53,10 +52,10 @@ def test_forward_and_gradients_match_lax(shape_btfc, kernel_hw, out_ch):
 
 @pytest.mark.parametrize(
   'channels, kernel_hw, winograd',
-  [(16, (3, 3), True), (15, (3, 3), False), (16, (3, 5), False)],
+  [(4, (3, 3), True), (3, (3, 3), False), (16, (3, 5), False)],
 )
 def test_path_choice(channels, kernel_hw, winograd):
-  # CPU: Winograd (no convolution op) for 3x3 on 16+ channels, XLA's
+  # CPU: Winograd (no convolution op) for 3x3 on 4+ channels, XLA's
   # convolution otherwise; GPU and TPU: XLA's convolution, both passes.
   x = jnp.ones((1, 8, 8, channels))
   kernel = jnp.ones((*kernel_hw, channels, 4))
@@ -70,6 +69,17 @@ def test_path_choice(channels, kernel_hw, winograd):
     # CPU's direct path (filter gradient as matmuls), or none.
     want = (0 if winograd else 2) if platform == 'cpu' else 3
     assert convs == want, (platform, convs)
+
+
+def test_filter_grad_golden_single_tap():
+  # y[t, f] = sum_ij x[t + i - 1, f + j - 1] w[i, j] (padding 1), so with
+  # x = 1 only at (1, 1) and dy = 1 only at (0, 2), dW[i, j] = x[i - 1,
+  # j + 1]: only tap (2, 0) is 1.
+  x = jnp.zeros((1, 3, 3, 1)).at[0, 1, 1, 0].set(1.0)
+  dy = jnp.zeros((1, 3, 3, 1)).at[0, 0, 2, 0].set(1.0)
+  want = np.zeros((3, 3, 1, 1))
+  want[2, 0] = 1.0
+  np.testing.assert_array_equal(filter_grad(x, dy, 3, 3), want)
 
 
 def test_winograd_golden_single_tap_and_padding():
@@ -87,17 +97,6 @@ def test_winograd_golden_single_tap_and_padding():
   np.testing.assert_allclose(y[0, :, :, 0], kernel[::-1, ::-1, 3, 0], atol=1e-6)
   padded = jnp.pad(x, ((0, 0), (0, 6), (0, 9), (0, 0)))
   np.testing.assert_allclose(conv_same(padded, kernel)[:, :3, :3], y, atol=1e-6)
-
-
-def test_filter_grad_golden_single_tap():
-  # y[t, f] = sum_ij x[t + i - 1, f + j - 1] w[i, j] (padding 1), so with
-  # x = 1 only at (1, 1) and dy = 1 only at (0, 2), dW[i, j] = x[i - 1,
-  # j + 1]: only tap (2, 0) is 1.
-  x = jnp.zeros((1, 3, 3, 1)).at[0, 1, 1, 0].set(1.0)
-  dy = jnp.zeros((1, 3, 3, 1)).at[0, 0, 2, 0].set(1.0)
-  want = np.zeros((3, 3, 1, 1))
-  want[2, 0] = 1.0
-  np.testing.assert_array_equal(filter_grad(x, dy, 3, 3), want)
 
 
 def test_jit_and_even_kernel_error():

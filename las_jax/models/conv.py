@@ -5,7 +5,7 @@ XLA's convolution (cuDNN's or the TPU's kernels, autodiff gradients). On
 CPU it takes one of two paths, both with hand-written backward passes:
 
 * 3x3 kernels on inputs of `_WINOGRAD_MIN_CHANNELS` channels or more
-  (VGG's 64- and 128-channel layers) use Winograd's minimal filtering
+  (every VGG layer but the first) use Winograd's minimal filtering
   F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
   Networks", 2016). Each 4x4 output tile is A^T [(G g G^T) . (B^T d B)] A
   for its 6x6 input tile d: 36 products per tile and channel pair instead
@@ -15,14 +15,14 @@ CPU it takes one of two paths, both with hand-written backward passes:
   transform) and the input gradient (dM (G g G^T)^T, transformed back and
   overlap-added), so forward, input and filter gradient each do a quarter
   of the direct multiplications. The transforms are sums of strided slices
-  that XLA fuses into memory-bound passes. Measured on the benchmark's
-  layers (forward + both gradients, same process): 64->64 on 80x400 frames
-  284 -> 232 ms, 64->128 on 40x200 130 -> 85 ms, 128->128 on 40x200
-  269 -> 145 ms. Rounding: relative errors ~5e-5 of the direct
-  convolution's outputs (float32), well inside SGD's noise; cuDNN uses the
-  same transform.
-* Other kernels and narrow inputs (VGG's first layer: one channel, where
-  the transforms would cost more than the products they save) use XLA's
+  that XLA fuses into memory-bound passes. The forward pass keeps V (2.25x
+  its input) for the backward pass instead of the input. Measured on the
+  benchmark's layers (forward + both gradients, same process): MEASURED.
+  Rounding: the outputs and gradients differ from XLA's direct
+  convolution by up to ~6e-5 of their standard deviation (float32).
+* Other kernels and narrower inputs (VGG's first layer: one channel in,
+  where the transforms of its 64 outputs cost more than the products they
+  save: 200 ms against 11 for forward and filter gradient) use XLA's
   convolution forward and for the input gradient; XLA:CPU's own filter
   gradient ran 3-5x slower than its forward pass, so it is taken as one
   matmul per kernel row over an input panel whose W taps sit side by side:
@@ -35,8 +35,9 @@ import numpy as np
 from jax import lax
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')  # Data, kernel, output layouts.
-# Input channels from which 3x3 convolutions take the Winograd path.
-_WINOGRAD_MIN_CHANNELS = 16
+# Input channels from which 3x3 convolutions take the Winograd path (at 4
+# and 8 channels it already ran faster than the direct path).
+_WINOGRAD_MIN_CHANNELS = 4
 
 # F(4x4, 3x3) on the points 0, 1, -1, 2, -2 and infinity.
 _BT = np.array(  # Input transform B^T [6, 6].

@@ -79,7 +79,8 @@ class _MaskedConvBlock(nnx.Module):
         f'activation {activation!r} must map 0 to 0 (padding stays zero)'
       )
     self.activation = activation
-    # Stride-1 'same' convs (all of VGG's) take the matmul filter gradient.
+    # Stride-1 'same' convs (all of VGG's) go through conv_same: on CPU,
+    # Winograd or direct with hand-written backward passes (conv.py).
     self.same = stride_tf == (1, 1) and pad_tf == (
       kernel_tf[0] // 2,
       kernel_tf[1] // 2,
