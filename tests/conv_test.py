@@ -1,5 +1,5 @@
-"""conv_same: both paths (Winograd F(4x4, 3x3) and direct) against XLA's
-convolution, forward and gradients."""
+"""conv_same: both CPU paths (Winograd F(4x4, 3x3) gradients and direct)
+against XLA's convolution, forward and gradients."""
 
 import jax
 import jax.numpy as jnp
@@ -55,8 +55,9 @@ def test_forward_and_gradients_match_lax(shape_btfc, kernel_hw, out_ch):
   [(4, (3, 3), True), (3, (3, 3), False), (16, (3, 5), False)],
 )
 def test_path_choice(channels, kernel_hw, winograd):
-  # CPU: Winograd (no convolution op) for 3x3 on 4+ channels, XLA's
-  # convolution otherwise; GPU and TPU: XLA's convolution, both passes.
+  # CPU: for 3x3 on 4+ channels, XLA's convolution forward only (Winograd
+  # gradients), else forward and input gradient; GPU and TPU: XLA's
+  # convolution for all three.
   x = jnp.ones((1, 8, 8, channels))
   kernel = jnp.ones((*kernel_hw, channels, 4))
   grads = jax.grad(lambda x, k: jnp.sum(conv_same(x, k) ** 2), (0, 1))
@@ -65,9 +66,7 @@ def test_path_choice(channels, kernel_hw, winograd):
       x, kernel
     )
     convs = exported.mlir_module().count('stablehlo.convolution')
-    # Forward, input and filter gradients: 3 convolutions, or 2 on the
-    # CPU's direct path (filter gradient as matmuls), or none.
-    want = (0 if winograd else 2) if platform == 'cpu' else 3
+    want = (1 if winograd else 2) if platform == 'cpu' else 3
     assert convs == want, (platform, convs)
 
 
@@ -93,7 +92,7 @@ def test_winograd_golden_single_tap_and_padding():
   want = np.zeros((3, 3, 16, 2))
   want[2, 0, 3, 1] = 1.0
   np.testing.assert_allclose(vjp(dy)[1], want, atol=1e-6)
-  # y[t, f] = kernel[1 - t + 1, 1 - f + 1] around the single input.
+  # y[t, f] = kernel[2 - t, 2 - f] around the single input at (1, 1).
   np.testing.assert_allclose(y[0, :, :, 0], kernel[::-1, ::-1, 3, 0], atol=1e-6)
   padded = jnp.pad(x, ((0, 0), (0, 6), (0, 9), (0, 0)))
   np.testing.assert_allclose(conv_same(padded, kernel)[:, :3, :3], y, atol=1e-6)

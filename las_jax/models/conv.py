@@ -5,24 +5,29 @@ XLA's convolution (cuDNN's or the TPU's kernels, autodiff gradients). On
 CPU it takes one of two paths, both with hand-written backward passes:
 
 * 3x3 kernels on inputs of `_WINOGRAD_MIN_CHANNELS` channels or more
-  (every VGG layer but the first) use Winograd's minimal filtering
-  F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-  Networks", 2016). Each 4x4 output tile is A^T [(G g G^T) . (B^T d B)] A
-  for its 6x6 input tile d: 36 products per tile and channel pair instead
-  of 144, taken as 36 batched matmuls over all tiles. The backward pass
-  stays in the transformed domain: the output gradient's transform dM
-  gives the filter gradient (V^T dM per element, V the saved input
-  transform) and the input gradient (dM (G g G^T)^T, transformed back and
-  overlap-added), so forward, input and filter gradient each do a quarter
-  of the direct multiplications. The transforms are sums of strided slices
-  that XLA fuses into memory-bound passes. The forward pass keeps V (2.25x
-  its input) for the backward pass instead of the input. Measured on the
-  benchmark's layers (forward + both gradients, same process): MEASURED.
-  Rounding: the outputs and gradients differ from XLA's direct
-  convolution by up to ~6e-5 of their standard deviation (float32).
+  (every VGG layer but the first) run XLA's convolution forward and a
+  backward pass by Winograd's minimal filtering F(4x4, 3x3) (Lavin & Gray,
+  "Fast Algorithms for Convolutional Neural Networks", 2016): each 4x4
+  output tile is A^T [(G g G^T) . (B^T d B)] A for its 6x6 input tile d,
+  36 products per tile and channel pair instead of 144. The backward pass
+  transforms the saved input (V = B^T d B) and the output gradient
+  (dM = A dY A^T) and stays in that domain: the filter gradient is
+  G^T [V^T dM] G and the input gradient B [dM (G g G^T)^T] B^T,
+  overlap-added; both are 36 batched matmuls over all tiles, a quarter of
+  the direct multiplications. The transforms are sums of strided slices
+  that XLA fuses into memory-bound passes. A Winograd forward pass was
+  tried too: faster on the 128-channel layers alone, but with the batch
+  norm around it the extractor's forward ran 1.3x slower (evaluation) and
+  the train step 7% slower. Measured on the benchmark's layers (forward +
+  both gradients, same process, against the previous direct path whose
+  filter gradient was one matmul over W- and H-tap panels): 64->64
+  channels on 80x400 frames 277 -> 230 ms, 64->128 on 40x200 138 -> 87,
+  128->128 on 40x200 250 -> 145.
+  Rounding: the gradients differ from XLA's by up to ~6e-5 of their
+  standard deviation (float32).
 * Other kernels and narrower inputs (VGG's first layer: one channel in,
   where the transforms of its 64 outputs cost more than the products they
-  save: 200 ms against 11 for forward and filter gradient) use XLA's
+  save: 200 ms against 11, measured with a Winograd forward) use XLA's
   convolution forward and for the input gradient; XLA:CPU's own filter
   gradient ran 3-5x slower than its forward pass, so it is taken as one
   matmul per kernel row over an input panel whose W taps sit side by side:
@@ -97,16 +102,43 @@ def conv_same(x_BxHxWxC: jax.Array, kernel_HxWxIxO: jax.Array) -> jax.Array:
     [B, H, W, O].
   """
   _check_kernel(kernel_HxWxIxO)
+  return lax.platform_dependent(
+    x_BxHxWxC, kernel_HxWxIxO, cpu=_cpu_conv, default=_conv
+  )
+
+
+def _conv(x_BxHxWxC, kernel_HxWxIxO):
+  ph, pw = _check_kernel(kernel_HxWxIxO)
+  return lax.conv_general_dilated(
+    x_BxHxWxC,
+    kernel_HxWxIxO,
+    window_strides=(1, 1),
+    padding=((ph, ph), (pw, pw)),
+    dimension_numbers=NHWC,
+  )
+
+
+@jax.custom_vjp
+def _cpu_conv(x_BxHxWxC, kernel_HxWxIxO):
+  return _conv(x_BxHxWxC, kernel_HxWxIxO)
+
+
+def _cpu_conv_fwd(x_BxHxWxC, kernel_HxWxIxO):
+  return _conv(x_BxHxWxC, kernel_HxWxIxO), (x_BxHxWxC, kernel_HxWxIxO)
+
+
+def _cpu_conv_bwd(residuals, dy_BxHxWxO):
+  x_BxHxWxC, kernel_HxWxIxO = residuals
   winograd = (
     kernel_HxWxIxO.shape[:2] == (3, 3)
     and x_BxHxWxC.shape[-1] >= _WINOGRAD_MIN_CHANNELS
   )
-  return lax.platform_dependent(
-    x_BxHxWxC,
-    kernel_HxWxIxO,
-    cpu=_winograd_conv if winograd else _direct_conv,
-    default=_conv,
-  )
+  grads = _winograd_grads if winograd else _direct_grads
+  dx, dkernel = grads(x_BxHxWxC, kernel_HxWxIxO, dy_BxHxWxO)
+  return dx, dkernel.astype(kernel_HxWxIxO.dtype)
+
+
+_cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
 
 
 # ------------------------------------------------------------- Winograd --
@@ -145,19 +177,8 @@ def _input_transform(x_pad, th, tw):
   )
 
 
-def _output_transform(m):
-  """A^T m A of every tile of m [6, 6, B, th, tw, O], the 4x4 results
-  interleaved in place: [B, 4 th, 4 tw, O]. One fused pass (1.7x faster
-  than one pass per axis)."""
-  z = [[_combine(row, list(mk)) for row in _AT] for mk in m]  # [k][j]
-  y = [[_combine(row, [zk[j] for zk in z]) for j in range(4)] for row in _AT]
-  y = jnp.stack([jnp.stack(yi, axis=3) for yi in y], axis=2)
-  b, th, _, tw, _, o = y.shape
-  return y.reshape(b, _TILE * th, _TILE * tw, o)
-
-
 def _transform_adjoint(mat, v, in_axis, axis, tiles):
-  """Adjoint of one axis of `_input_transform`: `mat`^T applied along
+  """Adjoint of `_input_transform` along one axis: `mat`^T applied along
   `in_axis` of v, and each window's 6 values added back at its place
   along `axis` (of v without `in_axis`): `4 * tiles + 2` long. One pass
   per axis: both in one fusion (its overlapping adds) ran 8x slower."""
@@ -181,9 +202,9 @@ def _transform_adjoint(mat, v, in_axis, axis, tiles):
 
 
 def _output_adjoint(mat, y, axis, out_axis):
-  """Adjoint of one axis of `_output_transform`: the tiles of 4 along
-  `axis` of y, `mat`^T applied to each, 6 results stacked on `out_axis`
-  (one pass per axis: faster here than one fused pass)."""
+  """A^T's adjoint along one axis: the tiles of 4 along `axis` of y,
+  `mat`^T applied to each, 6 results stacked on `out_axis` (one pass per
+  axis: faster here than one fused pass)."""
   shape = list(y.shape)
   shape[axis : axis + 1] = [shape[axis] // _TILE, _TILE]
   tiled = y.reshape(shape)
@@ -206,8 +227,10 @@ def _products(v_KxLxNxI, u_KxLxIxO):
   return jnp.einsum('klni,klio->klno', v_KxLxNxI, u_KxLxIxO)
 
 
-def _winograd_fwd(x_BxHxWxC, kernel_HxWxIxO):
+def _winograd_grads(x_BxHxWxC, kernel_HxWxIxO, dy_BxHxWxO):
+  """(dx, dkernel) of a 3x3 `conv_same` by F(4x4, 3x3) (module doc)."""
   b, h, w, c = x_BxHxWxC.shape
+  o = dy_BxHxWxO.shape[-1]
   th, tw = _tile_counts(h, w)
   # 'Same' padding, then zeros up to whole tiles (4 * tiles + 2 inputs).
   x_pad = jnp.pad(
@@ -215,20 +238,6 @@ def _winograd_fwd(x_BxHxWxC, kernel_HxWxIxO):
     ((0, 0), (1, _TILE * th + 1 - h), (1, _TILE * tw + 1 - w), (0, 0)),
   )
   v = _input_transform(x_pad, th, tw).reshape(6, 6, b * th * tw, c)
-  m = _products(v, _filter_transform(kernel_HxWxIxO))
-  y = _output_transform(m.reshape(6, 6, b, th, tw, -1))
-  return y[:, :h, :w], (v, kernel_HxWxIxO, (h, w))
-
-
-@jax.custom_vjp
-def _winograd_conv(x_BxHxWxC, kernel_HxWxIxO):
-  return _winograd_fwd(x_BxHxWxC, kernel_HxWxIxO)[0]
-
-
-def _winograd_bwd(residuals, dy_BxHxWxO):
-  v, kernel_HxWxIxO, (h, w) = residuals
-  b, o = dy_BxHxWxO.shape[0], dy_BxHxWxO.shape[-1]
-  th, tw = _tile_counts(h, w)
   dy = jnp.pad(
     dy_BxHxWxO, ((0, 0), (0, _TILE * th - h), (0, _TILE * tw - w), (0, 0))
   )
@@ -244,33 +253,10 @@ def _winograd_bwd(residuals, dy_BxHxWxO):
   dv = _products(dm, jnp.swapaxes(u, 2, 3)).reshape(6, 6, b, th, tw, -1)
   du = _transform_adjoint(_BT, dv, 1, 3, tw)  # [6, B, th, W + 2, C]
   dx_pad = _transform_adjoint(_BT, du, 0, 1, th)
-  return dx_pad[:, 1 : h + 1, 1 : w + 1], dkernel.astype(kernel_HxWxIxO.dtype)
-
-
-_winograd_conv.defvjp(_winograd_fwd, _winograd_bwd)
+  return dx_pad[:, 1 : h + 1, 1 : w + 1], dkernel
 
 
 # --------------------------------------------------------------- direct --
-
-
-def _conv(x_BxHxWxC, kernel_HxWxIxO):
-  ph, pw = _check_kernel(kernel_HxWxIxO)
-  return lax.conv_general_dilated(
-    x_BxHxWxC,
-    kernel_HxWxIxO,
-    window_strides=(1, 1),
-    padding=((ph, ph), (pw, pw)),
-    dimension_numbers=NHWC,
-  )
-
-
-@jax.custom_vjp
-def _direct_conv(x_BxHxWxC, kernel_HxWxIxO):
-  return _conv(x_BxHxWxC, kernel_HxWxIxO)
-
-
-def _direct_conv_fwd(x_BxHxWxC, kernel_HxWxIxO):
-  return _conv(x_BxHxWxC, kernel_HxWxIxO), (x_BxHxWxC, kernel_HxWxIxO)
 
 
 def filter_grad(x_BxHxWxC: jax.Array, dy_BxHxWxO: jax.Array, kh: int, kw: int):
@@ -293,14 +279,10 @@ def filter_grad(x_BxHxWxC: jax.Array, dy_BxHxWxO: jax.Array, kh: int, kw: int):
   return dw_HxKCxO.reshape(kh, kw, c, o)
 
 
-def _direct_conv_bwd(residuals, dy_BxHxWxO):
-  x_BxHxWxC, kernel_HxWxIxO = residuals
+def _direct_grads(x_BxHxWxC, kernel_HxWxIxO, dy_BxHxWxO):
+  """(dx, dkernel): XLA's input gradient, `filter_grad`."""
   # The input gradient is a convolution XLA runs well: let it derive one.
   _, vjp = jax.vjp(lambda x: _conv(x, kernel_HxWxIxO), x_BxHxWxC)
   (dx_BxHxWxC,) = vjp(dy_BxHxWxO)
   kh, kw = kernel_HxWxIxO.shape[:2]
-  dw = filter_grad(x_BxHxWxC, dy_BxHxWxO, kh, kw)
-  return dx_BxHxWxC, dw.astype(kernel_HxWxIxO.dtype)
-
-
-_direct_conv.defvjp(_direct_conv_fwd, _direct_conv_bwd)
+  return dx_BxHxWxC, filter_grad(x_BxHxWxC, dy_BxHxWxO, kh, kw)
