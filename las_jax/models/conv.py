@@ -65,7 +65,7 @@ _G = np.array(  # Filter transform G [6, 3].
     [1 / 24, -1 / 12, 1 / 6],
     [0, 0, 1],
   ],
-  np.float64,
+  np.float32,
 )
 _AT = np.array(  # Output transform A^T [4, 6].
   [
@@ -218,8 +218,7 @@ def _tile_counts(h: int, w: int) -> tuple[int, int]:
 
 def _filter_transform(kernel_HxWxIxO):
   """G g G^T for every channel pair: [6, 6, C, O]."""
-  g = _G.astype(np.float32)
-  return jnp.einsum('ka,abco,lb->klco', g, kernel_HxWxIxO, g)
+  return jnp.einsum('ka,abco,lb->klco', _G, kernel_HxWxIxO, _G)
 
 
 def _products(v_KxLxNxI, u_KxLxIxO):
@@ -242,12 +241,9 @@ def _winograd_grads(x_BxHxWxC, kernel_HxWxIxO, dy_BxHxWxO):
     dy_BxHxWxO, ((0, 0), (0, _TILE * th - h), (0, _TILE * tw - w), (0, 0))
   )
   dm = _output_adjoint(_AT, _output_adjoint(_AT, dy, 1, 0), 3, 1)
-  dm = dm.reshape(6, 6, b * th * tw, o)  # [6, 6, N, O], as m.
+  dm = dm.reshape(6, 6, b * th * tw, o)  # [6, 6, N, O], as v.
   dkernel = jnp.einsum(
-    'ka,klio,lb->abio',
-    _G.astype(np.float32),
-    jnp.einsum('klni,klno->klio', v, dm),
-    _G.astype(np.float32),
+    'ka,klio,lb->abio', _G, jnp.einsum('klni,klno->klio', v, dm), _G
   )
   u = _filter_transform(kernel_HxWxIxO)
   dv = _products(dm, jnp.swapaxes(u, 2, 3)).reshape(6, 6, b, th, tw, -1)
