@@ -10,8 +10,16 @@ Inputs: audio files (WAV, FLAC, OGG, headerless 16 kHz PCM; any rate, mono
 or stereo), directories (searched recursively), KsponSpeech .trn lists
 (`path :: transcript`, references known) or a split of the run's TFDS
 dataset. Prints `id<TAB>hypothesis` lines, writes a JSONL file (default
-<workdir>/decode/<name>.jsonl) and a summary with CER/WER/sWER and the
-real-time factor. Unreadable or silent files are reported and skipped.
+<workdir>/decode/<name>.jsonl) and a summary with CER/WER/sWER, the
+real-time factor and how many hypotheses look like loops. Unreadable or
+silent files are reported and skipped.
+
+LAS with a CTC head decodes with one-pass joint CTC/attention beam search
+by default (--ctc_mode, --ctc_weight); --lm_workdir fuses a language model
+trained by train.py (--lm_weight):
+
+  python decode.py --workdir runs/mini --split=eval_clean \
+      --lm_workdir runs/mini_lm --lm_weight=0.3
 """
 
 import sys
@@ -56,11 +64,33 @@ _BEAM_SIZE = flags.DEFINE_integer(
 _BATCH_SIZE = flags.DEFINE_integer(
   'batch_size', None, 'Utterances per batch (default: config.decode).'
 )
+_CTC_MODE = flags.DEFINE_enum(
+  'ctc_mode',
+  None,
+  ['joint', 'rescore', 'ctc', 'off'],
+  "How LAS uses its CTC head: 'joint' (CTC prefix scores inside the beam "
+  "search), 'rescore' (of the attention n-best), 'ctc' (CTC alone) or "
+  "'off' (default: config.decode; 'joint' with a CTC head).",
+)
 _CTC_WEIGHT = flags.DEFINE_float(
   'ctc_weight',
   None,
-  'Joint CTC rescoring weight for LAS with a CTC head '
-  '(default: config.decode).',
+  "CTC weight of 'joint' and 'rescore': (1 - w) * attention + w * CTC "
+  '(default: config.decode, else the training weight).',
+)
+_LM_WORKDIR = flags.DEFINE_string(
+  'lm_workdir',
+  None,
+  'Language model run (train.py with configs/*_lm.py) for shallow fusion '
+  "(default: config.decode.lm_workdir; '' = none).",
+)
+_LM_WEIGHT = flags.DEFINE_float(
+  'lm_weight', None, 'Shallow fusion weight (default: config.decode).'
+)
+_LENGTH_BONUS = flags.DEFINE_float(
+  'length_bonus',
+  None,
+  'Score added per output unit in beam search (default: config.decode).',
 )
 _LENGTH_PENALTY = flags.DEFINE_float(
   'length_penalty',
@@ -90,7 +120,11 @@ def main(argv: list[str]) -> None:
       output=_OUTPUT.value,
       beam_size=_BEAM_SIZE.value,
       batch_size=_BATCH_SIZE.value,
+      ctc_mode=_CTC_MODE.value,
       ctc_weight=_CTC_WEIGHT.value,
+      lm_workdir=_LM_WORKDIR.value,
+      lm_weight=_LM_WEIGHT.value,
+      length_bonus=_LENGTH_BONUS.value,
       length_penalty=_LENGTH_PENALTY.value,
     )
   except (ValueError, FileNotFoundError) as e:

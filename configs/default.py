@@ -32,6 +32,14 @@ def get_config() -> ml_collections.ConfigDict:
   data.dev_split = 'dev'
   # Split used for the final test.
   data.test_split = 'eval_clean'
+  # A run directory whose vocab.txt this run uses instead of building one
+  # from the train transcripts: a language model for shallow fusion must
+  # share its recognizer's units. '' = build from the train split.
+  data.vocab_from = ''
+  # Language model runs only: a UTF-8 text file of extra training
+  # sentences, one per line (normalized as transcripts are), read besides
+  # the train split's transcripts. '' = none.
+  data.lm_text = ''
 
   # -------------------------------------------------- input (pipeline) --
   config.input = inp = ml_collections.ConfigDict()
@@ -101,7 +109,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # --------------------------------------------------------------- model --
   config.model = model = ml_collections.ConfigDict()
-  # Model family: 'las' (attention encoder-decoder) or 'deepspeech2' (CTC).
+  # Model family: 'las' (attention encoder-decoder), 'deepspeech2' (CTC) or
+  # 'lstm_lm' (a language model over a recognizer's units, for fusion).
   model.name = 'las'
   # Feature bins per frame fed to the extractor (= log-mel bins).
   model.input_dim = 80
@@ -138,6 +147,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Joint CTC-attention loss weight; > 0 adds a CTC head (blank id 0) on
   # the listener (KoSpeech's joint config: 0.3). DeepSpeech2 ignores it.
   model.ctc_weight = 0.0
+  # Language model ('lstm_lm') only: width of its embedding and LSTM layers.
+  model.lm_hidden = 512
+  # Language model ('lstm_lm') only: number of LSTM layers.
+  model.lm_layers = 2
 
   # --------------------------------------------------------------- train --
   config.train = train = ml_collections.ConfigDict()
@@ -227,9 +240,27 @@ def get_config() -> ml_collections.ConfigDict:
   decode.length_penalty = 0.6
   # Length penalty form: 'gnmt' ((5 + len) / 6) ** alpha or 'length'.
   decode.length_norm = 'gnmt'
-  # Joint CTC-attention rescoring weight of the n-best (LAS with a CTC
-  # head); None = the run's model.ctc_weight, 0 = attention only.
+  # How LAS uses its CTC head: 'joint' (one-pass joint CTC/attention beam
+  # search: CTC prefix scores of a pre-beam of candidates at every step,
+  # Watanabe et al. 2017), 'rescore' (attention beam search, then the
+  # n-best rescored with CTC), 'ctc' (the CTC head alone: best path, or
+  # prefix beam search with beam_size > 1) or 'off' (attention alone).
+  # None = 'joint' with a CTC head, 'off' without. DeepSpeech2: 'ctc'.
+  decode.ctc_mode = None
+  # CTC weight lambda of 'joint' and 'rescore': scores are (1 - lambda) *
+  # attention + lambda * CTC; None = the run's model.ctc_weight.
   decode.ctc_weight = None
+  # 'joint': candidates CTC-scored per hypothesis and step, the best
+  # ceil(ratio * beam_size) by attention (+ LM) score (ESPnet: 1.5).
+  decode.ctc_prebeam_ratio = 1.5
+  # Shallow fusion: the run directory of a language model trained by
+  # train.py (configs/kspon_lm.py) on this model's vocabulary; '' = none.
+  decode.lm_workdir = ''
+  # Shallow fusion: weight of the language model's log-probabilities.
+  decode.lm_weight = 0.3
+  # Added to a hypothesis' score per emitted token, EOS included (ESPnet's
+  # length_bonus); counters the search's preference for short outputs.
+  decode.length_bonus = 0.0
   # LAS token limit per utterance: this rate times its seconds of audio,
   # plus 1 for EOS; 0 = the largest input.token_buckets entry. Fast Korean
   # speech is ~10 syllables/s, ~25 jamo/s.

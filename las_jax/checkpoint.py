@@ -126,7 +126,10 @@ class Checkpointer:
       workdir / 'checkpoints_best',
       options=ocp.CheckpointManagerOptions(
         max_to_keep=1,
-        best_fn=lambda metrics: metrics['dev_cer'],
+        # Runs before the language models saved 'dev_cer'.
+        best_fn=lambda metrics: metrics.get(
+          'dev_metric', metrics.get('dev_cer')
+        ),
         best_mode='min',
         keep_checkpoints_without_metrics=False,
         **options,
@@ -158,13 +161,14 @@ class Checkpointer:
     self._latest.save(step, args=self._args(state, data_state), force=True)
 
   def save_best(
-    self, step: int, state: Any, data_state: Any, dev_cer: float
+    self, step: int, state: Any, data_state: Any, dev_metric: float
   ) -> None:
-    """Offers the step to the best-CER manager (kept if CER is lowest)."""
+    """Offers the step to the best-dev manager (kept if `dev_metric`, the
+    dev CER or a language model's dev perplexity, is the lowest)."""
     self._best.save(
       step,
       args=self._args(state, data_state),
-      metrics={'dev_cer': float(dev_cer)},
+      metrics={'dev_metric': float(dev_metric)},
       force=True,
     )
 

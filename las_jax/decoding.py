@@ -20,7 +20,7 @@ the final EOS and excluding SOS. Sequences are 0-padded after their length.
 """
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from las_jax import ctc
+from las_jax import ctc, ctc_prefix_score
 
 StepFn = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
 NEG_INF = float('-inf')
@@ -62,6 +62,8 @@ class BeamState:
   num_steps: jax.Array  # [B] int32, steps taken, frozen once done
   done: jax.Array  # [B] bool, the n-best list can no longer change
   carry: Any  # pytree, leaves [B * K, ...]
+  # The prefix scorer's state (CTCPrefixState, leaves [B, ..., K]) or None.
+  scorer_state: Any = None
 
 
 def length_penalty(
@@ -170,6 +172,54 @@ def greedy_search(
   return GreedyResult(tokens, lengths, scores)
 
 
+def weighted_sum(
+  scorers: Sequence[tuple[float, StepFn]],
+  vocab_size: int,
+  never_ids: Sequence[int] = (),
+) -> StepFn:
+  """Shallow fusion of full scorers into one step function.
+
+  The fused step's score of unit c is sum_i w_i * score_i(c) (attention
+  and language model log-probabilities in ESPnet's weighted sum; Gulcehre
+  et al. 2015 "shallow fusion"); its carry is the tuple of the scorers'
+  carries, in order. Scorers with weight 0 are dropped, not multiplied (a
+  vetoed -inf times 0 would be NaN); with none left, every unit scores 0,
+  for searches led by a prefix scorer alone.
+
+  Args:
+    scorers: (weight, step_fn) pairs, weights >= 0.
+    vocab_size: V.
+    never_ids: units that always score -inf (special tokens that are never
+      targets: they would decode to nothing). The scores stay <= 0, which
+      beam search's stopping bound needs.
+
+  Returns:
+    `step_fn(tokens_N, carries) -> (scores_NxV, carries)`, carries being
+    the tuple of the scorers' carries (start from their initial ones).
+  """
+  if any(w < 0 for w, _ in scorers):
+    raise ValueError(f'weights must be >= 0, got {[w for w, _ in scorers]}')
+  never = jnp.asarray(list(never_ids), jnp.int32)
+
+  def step_fn(tokens_N, carries):
+    total, new_carries = None, []
+    for (weight, fn), carry in zip(scorers, carries, strict=True):
+      if weight == 0:
+        new_carries.append(carry)
+        continue
+      scores_NxV, carry = fn(tokens_N, carry)
+      scores_NxV = weight * scores_NxV.astype(jnp.float32)
+      total = scores_NxV if total is None else total + scores_NxV
+      new_carries.append(carry)
+    if total is None:
+      total = jnp.zeros((tokens_N.shape[0], vocab_size), jnp.float32)
+    if never.size:
+      total = total.at[:, never].set(NEG_INF)
+    return total, tuple(new_carries)
+
+  return step_fn
+
+
 def _gather(x_BxMx, idx_BxK):
   """x[b, idx[b, k], ...] for arrays with trailing dims."""
   idx = idx_BxK.reshape(idx_BxK.shape + (1,) * (x_BxMx.ndim - 2))
@@ -187,25 +237,39 @@ def beam_search(
   length_penalty_alpha: float = 0.0,
   length_norm: str = 'gnmt',
   max_lens_B: jax.Array | None = None,
+  prefix_scorer: ctc_prefix_score.CTCPrefixScorer | None = None,
+  length_bonus: float = 0.0,
 ) -> NBest:
   """Vectorized beam search over batch x beam with an n-best output.
 
-  Each step scores K * V extensions and keeps the top 2K, so at least K are
-  not EOS and the live beam never starves. As in fairseq, an EOS candidate
-  enters the finished set only if it ranks within the top K of the step
-  (hence beam 1 equals greedy with alpha 0); the other candidates fill the K
-  live slots. Finished scores are sum log-prob / length_penalty(len) with len
-  counting EOS. An utterance stops when its K finished slots are full and no
-  live beam can beat the worst of them (a live beam with log-prob s <= 0 can
-  reach at most s / length_penalty(limit)), when no live beam is left, or at
-  its token limit; the loop ends when every utterance has stopped.
+  Each step scores the extensions of the K live hypotheses and keeps the
+  top 2K, so at least K are not EOS and the live beam never starves. As in
+  fairseq, an EOS candidate enters the finished set only if it ranks within
+  the top K of the step (hence beam 1 equals greedy with alpha 0 and no
+  prefix scorer); the other candidates fill the K live slots.
 
-  If an utterance finished no hypothesis by its limit, its live beams are
-  returned instead (no EOS, length = tokens emitted, score normalized by that
-  length). Slots with no hypothesis get score -inf and length 0.
+  The score of an extension by unit c is the hypothesis' score plus
+  `step_fn`'s score of c (a weighted sum of attention and language model
+  log-probabilities, see `weighted_sum`), plus, with a `prefix_scorer`, its
+  weighted CTC prefix-score increment, plus `length_bonus`. With a prefix
+  scorer only a pre-beam of candidates per hypothesis (the best by
+  `step_fn`'s score), and EOS, are scored; the rest are vetoed (ESPnet's
+  `BatchBeamSearch` with `CTCPrefixScoreTH`, which scores EOS only when it
+  is in the pre-beam). Finished scores are the sum divided by
+  length_penalty(len), len counting EOS.
+
+  An utterance stops when its K finished slots are full and no live beam
+  can beat the worst of them (a live beam with score s can gain at most
+  `length_bonus` per remaining token, every other term being <= 0), when
+  no live beam is left, or at its token limit; the loop ends when every
+  utterance has stopped. If an utterance finished no hypothesis by its
+  limit, its live beams are returned instead (no EOS, length = tokens
+  emitted, score normalized by that length). Slots with no hypothesis get
+  score -inf and length 0.
 
   Args:
-    step_fn: `(tokens_N, carry) -> (log_probs_NxV, carry)`, N = B * K.
+    step_fn: `(tokens_N, carry) -> (scores_NxV, carry)`, N = B * K, scores
+      <= 0 (log-probabilities or weighted sums of them).
     init_carry: pytree with leading batch axis B (tiled to B * K here).
     batch_size: B.
     beam_size: K.
@@ -215,6 +279,8 @@ def beam_search(
     length_penalty_alpha: exponent of the length penalty (0: none).
     length_norm: 'gnmt' or 'length', see `length_penalty`.
     max_lens_B: optional per-utterance limit (clipped to [1, max_len]).
+    prefix_scorer: one-pass joint CTC scoring, or None.
+    length_bonus: added to the score per emitted token (EOS included).
 
   Returns:
     NBest with tokens [B, K, max_len], lengths [B, K], scores [B, K].
@@ -226,23 +292,63 @@ def beam_search(
   penalty = functools.partial(
     length_penalty, alpha=length_penalty_alpha, kind=length_norm
   )
-  bound_div_B = penalty(limit_B)
   rank_2K = jnp.arange(2 * k)
   row_offset_Bx1 = (jnp.arange(b) * k)[:, None]
+
+  def best_reachable(best_live_B, length):
+    """Upper bound of the normalized score a live beam can still reach."""
+    most_B = best_live_B + length_bonus * (limit_B - length)
+    return jnp.where(
+      most_B > 0, most_B / penalty(length + 1), most_B / penalty(limit_B)
+    )
+
+  def candidates(s: BeamState, scores_BxKxV):
+    """Candidate units and scores per hypothesis: ([B, K, C], [B, K, C])."""
+    v = scores_BxKxV.shape[-1]
+    if prefix_scorer is None:
+      tok_BxKxC = jnp.broadcast_to(jnp.arange(v, dtype=jnp.int32), (b, k, v))
+      return tok_BxKxC, s.live_logprobs[:, :, None] + scores_BxKxV, None
+    p = prefix_scorer.pre_beam_size(k, v)
+    if p < v:
+      # EOS is always a candidate besides the pre-beam: ending costs no
+      # recursion, and a hypothesis whose every extension CTC rules out
+      # (more units than frames) can still finish.
+      is_eos_V = jnp.arange(v) == eos_id
+      pre_BxKxP, tok_BxKxP = lax.top_k(
+        jnp.where(is_eos_V, NEG_INF, scores_BxKxV), p
+      )
+      pre_BxKxP = jnp.concatenate(
+        [pre_BxKxP, scores_BxKxV[:, :, eos_id : eos_id + 1]], axis=2
+      )
+      tok_BxKxP = jnp.concatenate(
+        [tok_BxKxP, jnp.full((b, k, 1), eos_id, tok_BxKxP.dtype)], axis=2
+      )
+    else:
+      pre_BxKxP = scores_BxKxV
+      tok_BxKxP = jnp.broadcast_to(jnp.arange(v), (b, k, v))
+    tok_BxKxP = tok_BxKxP.astype(jnp.int32)
+    psi_BxKxP, ctc_BxKxP = prefix_scorer.score(
+      s.scorer_state, s.step == 0, s.last_tokens.reshape(b, k), tok_BxKxP
+    )
+    total_BxKxP = s.live_logprobs[:, :, None] + pre_BxKxP + ctc_BxKxP
+    return tok_BxKxP, total_BxKxP, psi_BxKxP
 
   def cond(s: BeamState):
     return (s.step < max_len) & ~jnp.all(s.done)
 
   def body(s: BeamState) -> BeamState:
-    log_probs_NxV, carry = step_fn(s.last_tokens, s.carry)
-    v = log_probs_NxV.shape[-1]
+    scores_NxV, carry = step_fn(s.last_tokens, s.carry)
+    v = scores_NxV.shape[-1]
     if 2 * k > k * v:
       raise ValueError(f'beam search needs a vocabulary of >= 2, got {v}')
-    log_probs_BxKxV = log_probs_NxV.reshape(b, k, v).astype(jnp.float32)
-    cand_BxKV = (s.live_logprobs[:, :, None] + log_probs_BxKxV).reshape(b, -1)
-    top_lp_Bx2K, top_idx_Bx2K = lax.top_k(cand_BxKV, 2 * k)
-    src_Bx2K = top_idx_Bx2K // v
-    tok_Bx2K = (top_idx_Bx2K % v).astype(jnp.int32)
+    scores_BxKxV = scores_NxV.reshape(b, k, v).astype(jnp.float32)
+    tok_BxKxC, cand_BxKxC, psi_BxKxC = candidates(s, scores_BxKxV)
+    if length_bonus:
+      cand_BxKxC = cand_BxKxC + length_bonus
+    c = cand_BxKxC.shape[-1]
+    top_lp_Bx2K, top_idx_Bx2K = lax.top_k(cand_BxKxC.reshape(b, -1), 2 * k)
+    src_Bx2K = top_idx_Bx2K // c
+    tok_Bx2K = _gather(tok_BxKxC.reshape(b, -1), top_idx_Bx2K)
     length = s.step + 1
     seqs_Bx2KxL = _gather(s.live_seqs, src_Bx2K).at[:, :, s.step].set(tok_Bx2K)
     is_eos_Bx2K = tok_Bx2K == eos_id
@@ -270,13 +376,29 @@ def beam_search(
     live_cand_Bx2K = jnp.where(is_eos_Bx2K, NEG_INF, top_lp_Bx2K)
     live_lp_BxK, live_idx_BxK = lax.top_k(live_cand_Bx2K, k)
     live_seqs = _gather(seqs_Bx2KxL, live_idx_BxK)
-    src_N = (row_offset_Bx1 + _gather(src_Bx2K, live_idx_BxK)).reshape(-1)
+    src_BxK = _gather(src_Bx2K, live_idx_BxK)
+    src_N = (row_offset_Bx1 + src_BxK).reshape(-1)
     carry = jax.tree.map(lambda x: jnp.take(x, src_N, axis=0), carry)
-    last_N = _gather(tok_Bx2K, live_idx_BxK).reshape(-1)
+    last_BxK = _gather(tok_Bx2K, live_idx_BxK)
+    scorer_state = s.scorer_state
+    if prefix_scorer is not None:
+      psi_BxK = _gather(
+        _gather(psi_BxKxC.reshape(b, -1), top_idx_Bx2K), live_idx_BxK
+      )
+      scorer_state = prefix_scorer.advance(
+        scorer_state,
+        s.step == 0,
+        src_BxK,
+        _gather(s.last_tokens.reshape(b, k), src_BxK),
+        last_BxK,
+        psi_BxK,
+      )
 
-    best_live_B = live_lp_BxK[:, 0]
     full_B = jnp.all(fin_flags_BxK, axis=1)
-    beaten_B = full_B & (fin_scores_BxK[:, -1] >= best_live_B / bound_div_B)
+    best_live_B = live_lp_BxK[:, 0]
+    beaten_B = full_B & (
+      fin_scores_BxK[:, -1] >= best_reachable(best_live_B, length)
+    )
     no_live_B = jnp.isneginf(best_live_B)
     done_B = s.done | beaten_B | no_live_B | (length >= limit_B)
 
@@ -288,7 +410,7 @@ def beam_search(
 
     return BeamState(
       step=length,
-      last_tokens=last_N,
+      last_tokens=last_BxK.reshape(-1),
       live_seqs=keep(s.live_seqs, live_seqs),
       live_logprobs=keep(s.live_logprobs, live_lp_BxK),
       finished_seqs=keep(s.finished_seqs, fin_seqs),
@@ -298,6 +420,7 @@ def beam_search(
       num_steps=keep(s.num_steps, jnp.full((b,), length, jnp.int32)),
       done=done_B,
       carry=carry,
+      scorer_state=scorer_state,
     )
 
   # Only beam 0 is alive at first: the K copies share one state, and K live
@@ -315,6 +438,7 @@ def beam_search(
     num_steps=jnp.zeros((b,), jnp.int32),
     done=jnp.zeros((b,), bool),
     carry=tile_beams(init_carry, k),
+    scorer_state=None if prefix_scorer is None else prefix_scorer.init(k),
   )
   s = lax.while_loop(cond, body, init)
 

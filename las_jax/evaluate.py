@@ -7,6 +7,7 @@ numbers. `write_eval_outputs` renders attention alignments of a few dev
 utterances (PNG files and TensorBoard images) and the loss/CER curves.
 """
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ def evaluate(
   mesh: jax.sharding.Mesh,
   vocab: Vocabulary,
   ctc_weight: float,
+  fields: tuple[str, ...] = DEVICE_FIELDS,
   num_examples: int = 8,
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
   """Dev loss and greedy CER over one pass of `dev_iter` (rewound first).
@@ -45,15 +47,18 @@ def evaluate(
     state: the training state.
     dev_iter: the eval iterator (one epoch, host-local batches).
     evaluate_fn: compiled `steps.eval_step`.
-    decode_fn: compiled `steps.greedy_decode`.
+    decode_fn: compiled `steps.greedy_decode`; None for a language model
+      (no CER: its dev loss and perplexity only).
     mesh: the `data` mesh.
     vocab: decodes hypotheses.
     ctc_weight: weight of the CTC term of the loss.
+    fields: the batch fields the steps read (`steps.device_fields`).
     num_examples: how many utterances to return for plots.
 
   Returns:
     `(metrics, examples)`: metrics `dev/loss`, `dev/cer`, `dev/accuracy`
-    (attention models) and `dev/utterances`; examples are this host's first
+    (attention models and language models), `dev/perplexity` (language
+    models) and `dev/utterances`; examples are this host's first
     utterances with id, reference, hypothesis, attention and lengths.
   """
   dev_iter.set_state({'epoch': 0, 'position': 0})
@@ -61,10 +66,13 @@ def evaluate(
   edits = ref_chars = utterances = 0
   examples = []
   for local in dev_iter:
-    batch = parallel.global_batch({k: local[k] for k in DEVICE_FIELDS}, mesh)
+    batch = parallel.global_batch({k: local[k] for k in fields}, mesh)
     sums, attention = evaluate_fn(state, batch)
     sums = parallel.fetch(sums)
     total = sums if total is None else jax.tree.map(np.add, total, sums)
+    if decode_fn is None:
+      utterances += int(np.sum(np.asarray(local['token_lengths']) > 0))
+      continue
     tokens_BxL, lengths_B = (
       parallel.local_rows(x) for x in decode_fn(state, batch)
     )
@@ -98,12 +106,20 @@ def evaluate(
   total = jax.tree.map(lambda x: np.asarray(x, np.float64), total)
   result = {
     'dev/loss': float(losses.combine(total, ctc_weight)),
-    'dev/cer': float(edits / ref_chars) if ref_chars else float('nan'),
     'dev/utterances': float(utterances),
   }
+  if decode_fn is None:
+    result['dev/perplexity'] = float(np.exp(result['dev/loss']))
+  else:
+    result['dev/cer'] = float(edits / ref_chars) if ref_chars else math.nan
   if total.tokens > 0:
     result['dev/accuracy'] = float(total.correct / total.tokens)
   return result, examples
+
+
+def best_metric(config) -> str:
+  """The dev metric that picks the best checkpoint (lower is better)."""
+  return 'dev/perplexity' if config.model.name == 'lstm_lm' else 'dev/cer'
 
 
 def write_eval_outputs(

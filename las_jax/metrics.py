@@ -262,3 +262,37 @@ def swer(refs: Sequence[str], hyps: Sequence[str]) -> float:
   return wer(
     refs, [space_normalize(r, h) for r, h in zip(refs, hyps, strict=True)]
   )
+
+
+def looks_like_loop(
+  units: Sequence, max_units: int | None = None, min_repeats: int = 3
+) -> bool:
+  """Whether a hypothesis looks like a decoding loop.
+
+  True when an n-gram of 2 or more units occurs `min_repeats` or more times
+  in a row ("부모 부모 부모 ..."), or when it has more units than the
+  search allowed (`max_units`, EOS excluded) minus one: it ran into the
+  token limit instead of ending. Single repeated units ("하하하") are
+  ordinary text.
+
+  Args:
+    units: the hypothesis' output units (token strings or ids).
+    max_units: the search's limit for this utterance, or None.
+    min_repeats: consecutive occurrences that make a loop.
+
+  Returns:
+    bool.
+  """
+  units = list(units)
+  n_units = len(units)
+  if max_units is not None and n_units > max_units - 1:
+    return True
+  for n in range(2, n_units // min_repeats + 1):
+    for start in range(n_units - n * min_repeats + 1):
+      gram = units[start : start + n]
+      if all(
+        units[start + r * n : start + (r + 1) * n] == gram
+        for r in range(1, min_repeats)
+      ):
+        return True
+  return False

@@ -94,7 +94,7 @@ def attention_png(
 
 @plt.rc_context(_STYLE)
 def curves_png(records: Sequence[dict]) -> bytes:
-  """Train/dev loss and dev CER against the step, from metrics records.
+  """Train/dev loss and dev CER (or perplexity) against the step.
 
   Args:
     records: dicts as written to metrics.jsonl (`step` plus metric names).
@@ -119,8 +119,12 @@ def curves_png(records: Sequence[dict]) -> bytes:
   pts = series('dev/cer')
   if len(pts):
     ax_cer.plot(pts[:, 0], 100 * pts[:, 1], marker='o', label='dev CER')
+    ax_cer.set_ylabel('CER %')
+  else:  # A language model.
+    pts = series('dev/perplexity')
+    ax_cer.plot(pts[:, 0], pts[:, 1], marker='o', label='dev perplexity')
+    ax_cer.set_ylabel('perplexity')
   ax_cer.set_xlabel('step')
-  ax_cer.set_ylabel('CER %')
   ax_cer.legend()
   fig.tight_layout()
   return _png(fig)

@@ -9,11 +9,16 @@ padded to the bucket's length, with batches of a power-of-two number of
 rows up to `batch_size`; each (rows, samples) shape is compiled once, ahead
 of time, and cached, so a stream of any lengths compiles a handful of
 programs. One compiled program does the whole path on the accelerator:
-log-mel features, encoder, then greedy or beam search with the speller's
-single step (LAS, optionally rescored with the CTC head), or the best CTC
-path (DeepSpeech2). DeepSpeech2's prefix beam search runs on the host
-(`ctc.ctc_prefix_beam_search`) on the log-probabilities the program
-returns.
+log-mel features, encoder, then the search. LAS searches with its
+speller's single step, fused with a language model's when one is given
+(shallow fusion), and uses its CTC head as `ctc_mode` says:
+- 'joint': one-pass joint CTC/attention beam search, CTC prefix scores of
+  a pre-beam of candidates inside the search (`ctc_prefix_score`);
+- 'rescore': attention beam search, then the n-best rescored with CTC;
+- 'ctc': the CTC head alone, as DeepSpeech2 decodes: the best CTC path,
+  or CTC prefix beam search (`ctc.ctc_prefix_beam_search`, on the host, on
+  the log-probabilities the program returns);
+- 'off': attention alone.
 
 Decoding is padding- and batch-invariant: an utterance gets the same
 hypotheses alone or batched with longer ones, because features, encoder
@@ -36,19 +41,31 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from las_jax import audio, ctc, decoding, features, input_pipeline, restore
+from las_jax import (
+  audio,
+  ctc,
+  ctc_prefix_score,
+  decoding,
+  features,
+  input_pipeline,
+  restore,
+)
 from las_jax.text import Vocabulary
 
 AudioInput = str | os.PathLike | np.ndarray
+# How LAS uses its CTC head (`config.decode.ctc_mode`).
+CTC_MODES = ('joint', 'rescore', 'ctc', 'off')
 
 
 class Hypothesis(NamedTuple):
   """One entry of an n-best list (a `(text, score)` tuple)."""
 
   text: str
-  # Log-probability: length-normalized for LAS beam search, the sum of token
-  # log-probs for greedy search, log p(y|x) for CTC prefix beam search,
-  # the best path's log-prob for CTC greedy; CTC-rescored when enabled.
+  # Log-probability: for LAS the weighted sum of the attention, CTC prefix
+  # and language model log-probabilities and the length bonus (beam
+  # search: divided by the length penalty; 'rescore': rescored with CTC);
+  # log p(y|x) for CTC prefix beam search; the best path's log-prob for
+  # CTC greedy.
   score: float
 
 
@@ -63,7 +80,12 @@ class Recognizer:
     *,
     beam_size: int | None = None,
     batch_size: int | None = None,
+    ctc_mode: str | None = None,
     ctc_weight: float | None = None,
+    ctc_prebeam_ratio: float | None = None,
+    language_model: restore.Run | None = None,
+    lm_weight: float | None = None,
+    length_bonus: float | None = None,
     length_penalty: float | None = None,
     max_tokens_per_second: float | None = None,
   ):
@@ -75,40 +97,80 @@ class Recognizer:
       vocab: the run's vocabulary.
       beam_size: beam width; 1 is greedy search.
       batch_size: most utterances decoded together.
-      ctc_weight: joint CTC-attention rescoring weight (LAS with a CTC
-        head only); None uses `config.decode.ctc_weight`, whose None means
-        the run's joint training weight `model.ctc_weight`.
+      ctc_mode: 'joint', 'rescore', 'ctc' or 'off' (see the module doc);
+        None uses `config.decode.ctc_mode`, whose None means 'joint' for a
+        LAS with a CTC head and 'off' without. DeepSpeech2 is always 'ctc'.
+      ctc_weight: lambda of 'joint' and 'rescore', (1 - lambda) * attention
+        + lambda * CTC; None uses `config.decode.ctc_weight`, whose None
+        means the run's joint training weight `model.ctc_weight`.
+      ctc_prebeam_ratio: 'joint': CTC-scored candidates per hypothesis,
+        ceil(ratio * beam_size).
+      language_model: a restored `lstm_lm` run on the same vocabulary, for
+        shallow fusion (`restore.load_language_model`), or None.
+      lm_weight: weight of the language model's log-probabilities.
+      length_bonus: added to a hypothesis' score per emitted token (LAS).
       length_penalty: beam search length penalty exponent (LAS).
       max_tokens_per_second: LAS token limit per second of audio, see
         `max_tokens`.
 
     Raises:
-      ValueError: an option is out of range, or CTC rescoring was asked of
-        a model without a CTC head.
+      ValueError: an option is out of range, a CTC mode was asked of a
+        model without a CTC head, or the language model's vocabulary is
+        not this model's.
     """
     dcfg = config.decode
     self.config = config
     self.vocab = vocab
-    self.beam_size = int(dcfg.beam_size if beam_size is None else beam_size)
-    self.batch_size = int(dcfg.batch_size if batch_size is None else batch_size)
-    self.length_penalty = float(
-      dcfg.length_penalty if length_penalty is None else length_penalty
-    )
+
+    def option(value, default):
+      return default if value is None else value
+
+    self.beam_size = int(option(beam_size, dcfg.beam_size))
+    self.batch_size = int(option(batch_size, dcfg.batch_size))
+    self.length_penalty = float(option(length_penalty, dcfg.length_penalty))
+    self.length_bonus = float(option(length_bonus, dcfg.length_bonus))
     self.max_tokens_per_second = float(
-      dcfg.max_tokens_per_second
-      if max_tokens_per_second is None
-      else max_tokens_per_second
+      option(max_tokens_per_second, dcfg.max_tokens_per_second)
+    )
+    self.ctc_prebeam_ratio = float(
+      option(ctc_prebeam_ratio, dcfg.ctc_prebeam_ratio)
     )
     if self.beam_size < 1:
       raise ValueError(f'beam_size must be >= 1, got {self.beam_size}')
     if self.batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {self.batch_size}')
+    if self.ctc_prebeam_ratio <= 0:
+      raise ValueError(
+        f'ctc_prebeam_ratio must be > 0, got {self.ctc_prebeam_ratio}'
+      )
     self.is_ctc_model = config.model.name == 'deepspeech2'
-    self._graphdef, self._state = nnx.split(model)
+    self.has_ctc_head = self.is_ctc_model or config.model.ctc_weight > 0
+    self.ctc_mode = self._resolve_ctc_mode(option(ctc_mode, dcfg.ctc_mode))
+    self.ctc_weight = self._resolve_ctc_weight(ctc_weight)
+    self.lm_weight = float(option(lm_weight, dcfg.lm_weight))
+    if self.lm_weight < 0:
+      raise ValueError(f'lm_weight must be >= 0, got {self.lm_weight}')
+    if language_model is not None and language_model.vocab != vocab:
+      raise ValueError(
+        f'the language model of {language_model.checkpoint} was trained on '
+        f'another vocabulary ({len(language_model.vocab)} units) than this '
+        f'model ({len(vocab)} units); train it with '
+        "--config.data.vocab_from=<this model's run directory>"
+      )
+    self.language_model = language_model if self.lm_weight else None
+    if self.language_model is not None and self.ctc_mode == 'ctc':
+      raise ValueError(
+        "shallow fusion needs a label-synchronous search: use ctc_mode 'joint'"
+        ", 'rescore' or 'off' with a language model, or lm_weight=0"
+      )
+    self._graphdef, state = nnx.split(model)
+    lm_graphdef, lm_state = (None, None)
+    if self.language_model is not None:
+      lm_graphdef, lm_state = nnx.split(self.language_model.model)
+    self._lm_graphdef = lm_graphdef
+    self._state = (state, lm_state)
     # Padded audio lengths in samples, the training pipeline's buckets.
     self._buckets = input_pipeline.buckets_from_config(config).audio
-    self.has_ctc_head = self.is_ctc_model or config.model.ctc_weight > 0
-    self.ctc_weight = self._resolve_ctc_weight(ctc_weight)
     self._compiled: dict[tuple[int, int], Any] = {}
     # Seconds spent compiling, so callers can report it apart from decoding.
     self.compile_seconds = 0.0
@@ -129,10 +191,12 @@ class Recognizer:
       workdir: the run directory (config.json, vocab.txt, checkpoints/).
       which: 'latest' or 'best' (lowest dev CER).
       step: a particular step instead of the newest of `which`.
-      **options: `Recognizer` options (beam_size, batch_size, ...).
+      **options: `Recognizer` options (beam_size, batch_size, ctc_mode,
+        ...), and `lm_workdir`: a language model run for shallow fusion
+        (None: `config.decode.lm_workdir`).
     """
     run = restore.load_run(workdir, which=which, step=step)
-    return cls(run.model, run.config, run.vocab, **options)
+    return cls._from_run(run, **options)
 
   @classmethod
   def from_checkpoint(
@@ -144,23 +208,63 @@ class Recognizer:
     above `path` that holds them.
     """
     run = restore.load_checkpoint(path)
+    return cls._from_run(run, **options)
+
+  @classmethod
+  def _from_run(
+    cls, run: restore.Run, lm_workdir: str | None = None, **options: Any
+  ) -> Recognizer:
+    """`lm_workdir`: a language model run for shallow fusion; None uses
+    `config.decode.lm_workdir` ('' = none)."""
+    if lm_workdir is None:
+      lm_workdir = run.config.decode.lm_workdir
+    if lm_workdir and options.get('lm_weight', 1.0) != 0:
+      lm_run = restore.load_language_model(lm_workdir)
+      restore.check_same_vocabulary(run, lm_run)
+      options['language_model'] = lm_run
     return cls(run.model, run.config, run.vocab, **options)
 
-  def _resolve_ctc_weight(self, ctc_weight: float | None) -> float:
+  def _resolve_ctc_mode(self, mode: str | None) -> str:
     if self.is_ctc_model:
-      return 1.0
+      if mode not in (None, 'ctc'):
+        raise ValueError(
+          f'ctc_mode={mode!r}: DeepSpeech2 has no attention decoder; it '
+          "decodes with its CTC head only ('ctc')"
+        )
+      return 'ctc'
+    if mode is None:
+      return 'joint' if self.has_ctc_head else 'off'
+    if mode not in CTC_MODES:
+      raise ValueError(f'ctc_mode must be one of {CTC_MODES}, got {mode!r}')
+    if mode != 'off' and not self.has_ctc_head:
+      raise ValueError(
+        f'ctc_mode={mode!r} needs a model with a CTC head; this LAS has '
+        "none (config.model.ctc_weight was 0): use ctc_mode='off'"
+      )
+    return mode
+
+  def _resolve_ctc_weight(self, ctc_weight: float | None) -> float:
+    """lambda of 'joint' and 'rescore'; 1 for 'ctc', 0 for 'off'."""
+    if ctc_weight and not self.has_ctc_head:
+      raise ValueError(
+        f'ctc_weight={ctc_weight} needs a model with a CTC head; this LAS '
+        'has none (config.model.ctc_weight was 0)'
+      )
+    if self.ctc_mode in ('ctc', 'off'):
+      return 1.0 if self.ctc_mode == 'ctc' else 0.0
     weight = ctc_weight
     if weight is None:
       weight = self.config.decode.ctc_weight
     if weight is None:
-      weight = self.config.model.ctc_weight if self.has_ctc_head else 0.0
+      weight = self.config.model.ctc_weight
     weight = float(weight)
-    if not 0.0 <= weight <= 1.0:
-      raise ValueError(f'ctc_weight must be in [0, 1], got {weight}')
-    if weight > 0 and not self.has_ctc_head:
+    if weight == 0.0:
+      self.ctc_mode = 'off'  # (1 - 0) * attention + 0 * CTC.
+      return 0.0
+    if not 0.0 < weight <= 1.0:
       raise ValueError(
-        f'ctc_weight={weight} needs a model with a CTC head; this LAS has '
-        'none (config.model.ctc_weight was 0)'
+        f'ctc_weight must be in (0, 1] for ctc_mode={self.ctc_mode!r}, got '
+        f"{weight}; ctc_mode='off' decodes with attention alone"
       )
     return weight
 
@@ -303,6 +407,13 @@ class Recognizer:
       return max(self.config.input.token_buckets)
     return math.ceil(rate * num_samples / self.sample_rate) + 1
 
+  def max_units(self, seconds: float) -> int | None:
+    """Output units (EOS excluded) the LAS search allows for `seconds` of
+    audio, or None when unlimited (CTC, or no rate)."""
+    if self.ctc_mode == 'ctc' or self.max_tokens_per_second <= 0:
+      return None
+    return math.ceil(self.max_tokens_per_second * seconds)
+
   def _rows(self, n: int) -> int:
     """Rows of a batch of n utterances: the next power of two, capped."""
     return min(self.batch_size, 1 << max(0, n - 1).bit_length())
@@ -335,7 +446,7 @@ class Recognizer:
 
   def _finish(self, keys: list[Any], outputs) -> Iterator[tuple[Any, list]]:
     outputs = jax.device_get(outputs)
-    if self.is_ctc_model and self.beam_size > 1:
+    if self._host_prefix_search:
       log_probs_BxSxV, lengths_B = outputs
       tokens, lengths, scores = ctc.ctc_prefix_beam_search(
         log_probs_BxSxV[: len(keys)],
@@ -355,21 +466,30 @@ class Recognizer:
         ],
       )
 
+  @property
+  def _host_prefix_search(self) -> bool:
+    """CTC prefix beam search runs on the host, after the program."""
+    return self.ctc_mode == 'ctc' and self.beam_size > 1
+
   def _decode_fn(self, state, audio_BxN, lengths_B):
     """Audio to fixed-shape n-best arrays (or CTC log-probs); jitted."""
-    model = nnx.merge(self._graphdef, state)
+    asr_state, lm_state = state
+    model = nnx.merge(self._graphdef, asr_state)
     feats_BxTxF, flen_B = features.featurize(
       None, audio_BxN, lengths_B, self.config.features, False
     )
     enc = model.encode(feats_BxTxF, flen_B, train=False)
-    if self.is_ctc_model:
+    if self.ctc_mode == 'ctc':
       return self._ctc_search(enc.ctc_logits_BxSxV, enc.enc_lengths_B)
-    return self._attention_search(model, enc, audio_BxN.shape[1], lengths_B)
+    lm = None
+    if lm_state is not None:
+      lm = nnx.merge(self._lm_graphdef, lm_state)
+    return self._label_search(model, lm, enc, audio_BxN.shape[1], lengths_B)
 
   def _ctc_search(self, logits_BxSxV, lengths_B):
     log_probs_BxSxV = jax.nn.log_softmax(logits_BxSxV.astype(jnp.float32))
-    if self.beam_size > 1:
-      return log_probs_BxSxV, lengths_B  # Prefix search runs on the host.
+    if self._host_prefix_search:
+      return log_probs_BxSxV, lengths_B
     tokens_BxS, tok_lengths_B = ctc.ctc_greedy_decode(
       log_probs_BxSxV, lengths_B, Vocabulary.PAD_ID
     )
@@ -377,7 +497,8 @@ class Recognizer:
     path_B = jnp.sum(jnp.where(valid_BxS, log_probs_BxSxV.max(-1), 0.0), 1)
     return tokens_BxS[:, None], tok_lengths_B[:, None], path_B[:, None]
 
-  def _attention_search(self, model, enc, padded, audio_lengths_B):
+  def _label_search(self, model, lm, enc, padded, audio_lengths_B):
+    """Greedy or beam search over output units ('joint', 'rescore', 'off')."""
     enc_len_B = enc.enc_lengths_B
     b = enc_len_B.shape[0]
     max_len = self.max_tokens(padded)
@@ -388,12 +509,34 @@ class Recognizer:
       seconds_B, self.max_tokens_per_second, max_len
     )
     ids = dict(sos_id=Vocabulary.SOS_ID, eos_id=Vocabulary.EOS_ID)
+    joint = self.ctc_mode == 'joint'
+    att_carry, att_step = model.decode_fns(enc.enc_BxSxH, enc_len_B)
+    scorers = [(1.0 - self.ctc_weight if joint else 1.0, att_step)]
+    carries = [att_carry]
+    if lm is not None:
+      lm_carry, lm_step = lm.decode_fns(b)
+      scorers.append((self.lm_weight, lm_step))
+      carries.append(lm_carry)
+    # <pad> (the CTC blank) and <sos> are never training targets. Label
+    # smoothing gives them a little probability; emitted, they would decode
+    # to nothing and fill the n-best with duplicates.
+    step_fn = decoding.weighted_sum(
+      scorers, len(self.vocab), never_ids=(Vocabulary.PAD_ID, Vocabulary.SOS_ID)
+    )
+    prefix_scorer = None
+    if joint:
+      prefix_scorer = ctc_prefix_score.CTCPrefixScorer.from_logits(
+        enc.ctc_logits_BxSxV,
+        enc_len_B,
+        weight=self.ctc_weight,
+        pre_beam_ratio=self.ctc_prebeam_ratio,
+        eos_id=Vocabulary.EOS_ID,
+        blank_id=Vocabulary.PAD_ID,
+      )
     k = self.beam_size
-    init_carry, step_fn = model.decode_fns(enc.enc_BxSxH, enc_len_B)
-    step_fn = _never_special(step_fn)
-    if k == 1:
+    if k == 1 and prefix_scorer is None:
       r = decoding.greedy_search(
-        step_fn, init_carry, b, max_len, max_lens_B=limits_B, **ids
+        step_fn, tuple(carries), b, max_len, max_lens_B=limits_B, **ids
       )
       nbest = decoding.NBest(
         r.tokens[:, None], r.lengths[:, None], r.scores[:, None]
@@ -401,16 +544,18 @@ class Recognizer:
     else:
       nbest = decoding.beam_search(
         step_fn,
-        init_carry,
+        tuple(carries),
         b,
         k,
         max_len,
         length_penalty_alpha=self.length_penalty,
         length_norm=self.config.decode.length_norm,
         max_lens_B=limits_B,
+        prefix_scorer=prefix_scorer,
+        length_bonus=self.length_bonus,
         **ids,
       )
-    if self.ctc_weight > 0:
+    if self.ctc_mode == 'rescore':
       nbest = decoding.rescore_with_ctc(
         nbest.tokens,
         nbest.lengths,
@@ -422,19 +567,3 @@ class Recognizer:
         blank_id=Vocabulary.PAD_ID,
       )
     return nbest.tokens, nbest.lengths, nbest.scores
-
-
-def _never_special(step_fn):
-  """Forbids <pad> and <sos> as outputs (never training targets).
-
-  Label smoothing gives them a little probability; emitted, they would
-  decode to nothing and fill the n-best with duplicates. The masked
-  log-probs stay <= 0, which beam search's stopping bound needs.
-  """
-  forbidden = jnp.array([Vocabulary.PAD_ID, Vocabulary.SOS_ID])
-
-  def masked(token_N, carry):
-    log_probs_NxV, carry = step_fn(token_N, carry)
-    return log_probs_NxV.at[:, forbidden].set(-jnp.inf), carry
-
-  return masked

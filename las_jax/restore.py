@@ -193,3 +193,55 @@ def load_run(
 ) -> Run:
   """Restores a run's latest or best checkpoint (see `checkpoint_dir`)."""
   return load_checkpoint(checkpoint_dir(workdir, which, step))
+
+
+def load_language_model(workdir: str | os.PathLike) -> Run:
+  """Restores a language model run (`model.name` 'lstm_lm') for fusion.
+
+  Takes the best-dev-perplexity checkpoint, or the latest when the run
+  has no best one yet.
+
+  Raises:
+    FileNotFoundError: no run or no checkpoint there.
+    ValueError: the run is not a language model.
+  """
+  config = load_config(workdir)
+  if config.model.name != 'lstm_lm':
+    raise ValueError(
+      f'{Path(workdir) / CONFIG_FILE}: model.name is {config.model.name!r}, '
+      "not a language model ('lstm_lm'); give the workdir of a run trained "
+      'with configs/kspon_lm.py or configs/mini_lm.py'
+    )
+  try:
+    return load_run(workdir, which='best')
+  except FileNotFoundError:
+    return load_run(workdir, which='latest')
+
+
+def check_same_vocabulary(asr: Run, lm: Run) -> None:
+  """Refuses a language model trained on another vocabulary than `asr`.
+
+  Raises:
+    ValueError: naming both vocabulary files and the first difference.
+  """
+  if asr.vocab == lm.vocab:
+    return
+  asr_file = find_run_dir(asr.checkpoint) / VOCAB_FILE
+  lm_file = find_run_dir(lm.checkpoint) / VOCAB_FILE
+  diff = next(
+    (
+      f'unit {i}: {a!r} vs {b!r}'
+      for i, (a, b) in enumerate(
+        zip(asr.vocab.tokens, lm.vocab.tokens, strict=False)
+      )
+      if a != b
+    ),
+    f'{len(asr.vocab)} vs {len(lm.vocab)} units',
+  )
+  if asr.vocab.unit != lm.vocab.unit:
+    diff = f'unit type {asr.vocab.unit!r} vs {lm.vocab.unit!r}'
+  raise ValueError(
+    f'the language model vocabulary {lm_file} does not match the '
+    f'recognizer vocabulary {asr_file} ({diff}); train the language model '
+    f'with --config.data.vocab_from={find_run_dir(asr.checkpoint)}'
+  )

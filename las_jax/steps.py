@@ -8,7 +8,8 @@ global batch does not depend on the device count.
 
 Batches hold the device fields of the input pipeline: `audio` int16
 [B, N], `audio_lengths` [B] (0 = padding row), `tokens` [B, L] (ids then
-EOS) and `token_lengths` [B] (with the EOS).
+EOS) and `token_lengths` [B] (with the EOS). A language model's batches
+(`lm_data`) hold only the token fields (0 tokens = padding row).
 """
 
 import functools
@@ -31,6 +32,7 @@ from las_jax.train_state import TrainState
 AXIS = parallel.AXIS
 # Batch fields that go to the device (the rest, ids/texts, stay on host).
 DEVICE_FIELDS = ('audio', 'audio_lengths', 'tokens', 'token_lengths')
+LM_DEVICE_FIELDS = ('tokens', 'token_lengths')
 
 
 def is_ctc_only(config: ml_collections.ConfigDict) -> bool:
@@ -38,8 +40,21 @@ def is_ctc_only(config: ml_collections.ConfigDict) -> bool:
   return config.model.name == 'deepspeech2'
 
 
+def is_language_model(config: ml_collections.ConfigDict) -> bool:
+  """True for text-only models (`lstm_lm`)."""
+  return config.model.name == 'lstm_lm'
+
+
+def device_fields(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The batch fields the steps of this model read."""
+  return LM_DEVICE_FIELDS if is_language_model(config) else DEVICE_FIELDS
+
+
 def ctc_weight(config: ml_collections.ConfigDict) -> float:
-  """Weight of the CTC term of the objective (1 for DeepSpeech2)."""
+  """Weight of the CTC term of the objective (1 for DeepSpeech2, 0 for a
+  language model)."""
+  if is_language_model(config):
+    return 0.0
   return 1.0 if is_ctc_only(config) else float(config.model.ctc_weight)
 
 
@@ -59,10 +74,27 @@ def _forward_sums(
   teacher_forcing_p: jax.Array,
   sample_key: jax.Array | None,
   train: bool,
+  label_smoothing: float | None = None,
 ) -> tuple[losses.LossSums, jax.Array | None]:
-  """Local loss sums of one batch, and the attention weights (LAS)."""
-  valid_B = batch['audio_lengths'] > 0
+  """Local loss sums of one batch, and the attention weights (LAS).
+
+  `label_smoothing` defaults to `config.train.label_smoothing`.
+  """
+  if label_smoothing is None:
+    label_smoothing = config.train.label_smoothing
   tokens_BxL = batch['tokens']
+  if is_language_model(config):
+    tlen_B = batch['token_lengths']
+    logits_BxLxV = model(
+      _decoder_inputs(tokens_BxL, Vocabulary.SOS_ID), train=train
+    )
+    mask_BxL = losses.length_mask(tlen_B, tokens_BxL.shape[1])
+    ce, tokens, correct = losses.label_smoothed_cross_entropy(
+      logits_BxLxV, tokens_BxL, mask_BxL, label_smoothing
+    )
+    zero = jnp.zeros((), jnp.float32)
+    return losses.LossSums(ce, tokens, correct, zero, zero), None
+  valid_B = batch['audio_lengths'] > 0
   tlen_B = jnp.where(valid_B, batch['token_lengths'], 0)
   zero = jnp.zeros((), jnp.float32)
   ce = tokens = correct = ctc_sum = ctc_count = zero
@@ -81,7 +113,7 @@ def _forward_sums(
     )
     mask_BxL = losses.length_mask(tlen_B, tokens_BxL.shape[1])
     ce, tokens, correct = losses.label_smoothed_cross_entropy(
-      out['logits_BxLxV'], tokens_BxL, mask_BxL, config.train.label_smoothing
+      out['logits_BxLxV'], tokens_BxL, mask_BxL, label_smoothing
     )
     attention = out['attention_BxLxS']
   if weight > 0:
@@ -96,6 +128,22 @@ def _forward_sums(
     )
   sums = losses.LossSums(ce, tokens, correct, ctc_sum, ctc_count)
   return sums, attention
+
+
+def _features(key, batch, config, *, train: bool):
+  """Log-mel features of the batch's audio; (None, None) for text models."""
+  if is_language_model(config):
+    return None, None
+  return features.featurize(
+    key, batch['audio'], batch['audio_lengths'], config.features, train
+  )
+
+
+def _valid_rows(batch: dict[str, jax.Array]) -> jax.Array:
+  """True for real rows (padding rows have no audio, or no tokens)."""
+  if 'audio_lengths' in batch:
+    return batch['audio_lengths'] > 0
+  return batch['token_lengths'] > 0
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -150,9 +198,7 @@ def train_step(
 
   model = state_lib.merge_model(graphdef, state)
   state_lib.reseed(model, k_model)
-  feats_BxTxF, flen_B = features.featurize(
-    k_feat, batch['audio'], batch['audio_lengths'], config.features, True
-  )
+  feats_BxTxF, flen_B = _features(k_feat, batch, config, train=True)
   weight = ctc_weight(config)
   if 0.0 < weight < 1.0 and tcfg.ctc_warmup_steps > 0:
     # CTC alone first: the listener learns frame-level features before the
@@ -213,7 +259,7 @@ def train_step(
     opt_state=new_opt_state,
     skipped=state.skipped + (~finite).astype(jnp.int32),
   )
-  valid_B = batch['audio_lengths'] > 0
+  valid_B = _valid_rows(batch)
   step_metrics = dict(
     loss=loss,
     ce=sums.ce / jnp.maximum(sums.tokens, 1.0),
@@ -224,7 +270,7 @@ def train_step(
     finite=finite.astype(jnp.float32),
     utterances=lax.psum(jnp.sum(valid_B, dtype=jnp.float32), AXIS),
     audio_seconds=lax.psum(
-      jnp.sum(batch['audio_lengths'], dtype=jnp.float32), AXIS
+      jnp.sum(batch.get('audio_lengths', 0), dtype=jnp.float32), AXIS
     )
     / config.features.sample_rate,
   )
@@ -245,9 +291,7 @@ def eval_step(
     of width 1 for CTC-only models).
   """
   model = state_lib.merge_model(graphdef, state)
-  feats_BxTxF, flen_B = features.featurize(
-    None, batch['audio'], batch['audio_lengths'], config.features, False
-  )
+  feats_BxTxF, flen_B = _features(None, batch, config, train=False)
   sums, attention = _forward_sums(
     model,
     feats_BxTxF,
@@ -257,6 +301,8 @@ def eval_step(
     teacher_forcing_p=jnp.ones((), jnp.float32),
     sample_key=None,  # Pure teacher forcing.
     train=False,
+    # A language model's dev loss is its perplexity's log: no smoothing.
+    label_smoothing=0.0 if is_language_model(config) else None,
   )
   sums = jax.tree.map(lambda x: lax.psum(x, AXIS), sums)
   if attention is None:
@@ -306,7 +352,8 @@ def compile_steps(
   mesh: jax.sharding.Mesh,
   max_decode_len: int,
 ) -> tuple[Any, Any, Any]:
-  """The jitted `(train, eval, decode)` functions over `mesh`.
+  """The jitted `(train, eval, decode)` functions over `mesh` (decode is
+  None for a language model).
 
   `check_vma=False` gives pmap semantics: gradients of replicated parameters
   come back per device and are summed explicitly (with `check_vma=True`,
@@ -333,9 +380,11 @@ def compile_steps(
       check_vma=False,
     )
   )
-  decode = jax.jit(
-    functools.partial(
-      greedy_decode, graphdef=graphdef, config=config, max_len=max_decode_len
+  decode = None
+  if not is_language_model(config):
+    decode = jax.jit(
+      functools.partial(
+        greedy_decode, graphdef=graphdef, config=config, max_len=max_decode_len
+      )
     )
-  )
   return train, evaluate, decode

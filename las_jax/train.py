@@ -32,6 +32,7 @@ from las_jax import (
   checkpoint,
   data,
   input_pipeline,
+  lm_data,
   logging_utils,
   optim,
   parallel,
@@ -77,7 +78,8 @@ def _transcripts(source: Sequence) -> list[str]:
 def load_or_build_vocabulary(
   config: ml_collections.ConfigDict, workdir: Path, train_source: Sequence
 ) -> Vocabulary:
-  """workdir/vocab.txt if present, else built from the train transcripts.
+  """workdir/vocab.txt if present, else `config.data.vocab_from`'s, else
+  built from the train transcripts.
 
   Every process builds the same vocabulary (the build is deterministic);
   process 0 writes it, atomically, so a later resumption loads it.
@@ -87,6 +89,20 @@ def load_or_build_vocabulary(
   """
   path = workdir / VOCAB_FILE
   unit = config.train.vocab_unit
+  if config.data.vocab_from:
+    source = Path(config.data.vocab_from) / VOCAB_FILE
+    if not source.is_file():
+      raise FileNotFoundError(
+        f'config.data.vocab_from: {source} not found; give the run '
+        'directory of the recognizer whose vocabulary this run shares'
+      )
+    vocab = Vocabulary.load(source)
+    if path.exists() and Vocabulary.load(path) != vocab:
+      raise ValueError(
+        f'{path} differs from {source} (config.data.vocab_from); use a new '
+        '--workdir or the original vocab_from'
+      )
+    unit = vocab.unit
   if path.exists():
     vocab = Vocabulary.load(path)
     if vocab.unit != unit:
@@ -95,16 +111,19 @@ def load_or_build_vocabulary(
         f'{unit!r}; use a new --workdir or the original config'
       )
     return vocab
-  start = time.time()
-  vocab = Vocabulary.build(
-    _transcripts(train_source), unit, config.train.vocab_max_size
-  )
-  logging.info(
-    'Built %r from %d transcripts in %.1f s.',
-    vocab,
-    len(train_source),
-    time.time() - start,
-  )
+  if config.data.vocab_from:
+    logging.info('Vocabulary %r from %s.', vocab, config.data.vocab_from)
+  else:
+    start = time.time()
+    vocab = Vocabulary.build(
+      _transcripts(train_source), unit, config.train.vocab_max_size
+    )
+    logging.info(
+      'Built %r from %d transcripts in %.1f s.',
+      vocab,
+      len(train_source),
+      time.time() - start,
+    )
   if jax.process_index() == 0:
     tmp = path.with_suffix('.tmp')
     vocab.save(tmp)
@@ -227,15 +246,21 @@ def train_and_evaluate(
   # Each host's rows must be exactly its devices' share of the batch.
   parallel.host_batch_size(config.input.batch_size, mesh)
   parallel.host_batch_size(config.input.eval_batch_size, mesh)
-  train_iter = input_pipeline.make_train_iterator(
-    train_source, vocab, config, seed=config.seed, **hosts
-  )
-  dev_iter = input_pipeline.make_eval_iterator(
-    _Head(builder.as_data_source(dcfg.dev_split), tcfg.eval_utterances),
-    vocab,
-    config,
-    **hosts,
-  )
+  if steps.is_language_model(config):
+    train_iter, dev_iter = lm_data.make_iterators(
+      builder, vocab, config, workdir, **hosts
+    )
+  else:
+    train_iter = input_pipeline.make_train_iterator(
+      train_source, vocab, config, seed=config.seed, **hosts
+    )
+    dev_iter = input_pipeline.make_eval_iterator(
+      _Head(builder.as_data_source(dcfg.dev_split), tcfg.eval_utterances),
+      vocab,
+      config,
+      **hosts,
+    )
+  fields = steps.device_fields(config)
 
   tx, lr_schedule = optim.make_optimizer(tcfg)
   graphdef, state = create_train_state(config, len(vocab), tx, mesh)
@@ -264,13 +289,17 @@ def train_and_evaluate(
       mesh,
       vocab,
       steps.ctc_weight(config),
+      fields,
     )
     writer.scalars(step, results)
     eval_lib.write_eval_outputs(
       writer, workdir, step, examples, tcfg.plot_utterances
     )
     ckpt.save_best(
-      step, state.checkpointed(), train_iter.get_state(), results['dev/cer']
+      step,
+      state.checkpointed(),
+      train_iter.get_state(),
+      results[eval_lib.best_metric(config)],
     )
     progress.write(
       f'step {step}: '
@@ -281,9 +310,7 @@ def train_and_evaluate(
   with _StopFlag() as stop:
     while step < tcfg.num_steps and not stop.requested:
       local = next(train_iter)
-      batch = parallel.global_batch(
-        {k: local[k] for k in steps.DEVICE_FIELDS}, mesh
-      )
+      batch = parallel.global_batch({k: local[k] for k in fields}, mesh)
       state, step_metrics = train_fn(state, batch)
       step += 1
       pending.append(step_metrics)

@@ -7,11 +7,12 @@ through it and writes:
 - a JSONL file, one object per utterance with `id`, `hypothesis`,
   `reference` (null when unknown), `errors` (`metrics.utterance_errors` as
   a dict, null without a reference), `nbest` (`[{"text", "score"}]`, best
-  first) and `audio_seconds`;
+  first), `audio_seconds` and `loop` (the hypothesis looks like a loop);
 - `<output>.summary.json` and a summary on stderr: utterances, skipped
   inputs, CER (spaces removed, KoSpeech's metric), CER with spaces, WER,
-  sWER (when references exist), and the real-time factor: decoding wall
-  time, compilation excluded, over seconds of audio.
+  sWER (when references exist), the real-time factor (decoding wall
+  time, compilation excluded, over seconds of audio) and the number of
+  hypotheses that look like loops.
 
 Inputs that cannot be decoded (missing, unreadable or corrupt files, silent
 audio, malformed .trn lines) are reported by name on stderr and counted;
@@ -50,6 +51,8 @@ class Summary:
   compile_seconds: float
   # Corpus error rates over the utterances with a reference, else None.
   rates: metrics.ErrorRates | None
+  # Hypotheses that look like loops (`metrics.looks_like_loop`).
+  loops: int = 0
 
   @property
   def real_time_factor(self) -> float:
@@ -80,6 +83,11 @@ class Summary:
       f'Real-time factor {self.real_time_factor:.4f} ('
       f'{self.decode_seconds:.2f} s decoding, compilation excluded); '
       f'compilation {self.compile_seconds:.2f} s.'
+    )
+    lines.append(
+      f'{self.loops} hypothes{"i" if self.loops == 1 else "e"}s look like '
+      'loops (a 2+ unit n-gram repeated 3+ times in a row, or as many units '
+      'as the token limit allows).'
     )
     return '\n'.join(lines)
 
@@ -112,7 +120,7 @@ def decode_items(
     print(f'Skipping {bad.name}: {bad.reason}', file=stderr)
   skipped = len(rejected)
   audio_seconds = 0.0
-  pending: dict[int, tuple[decode_inputs.DecodeItem, float]] = {}
+  pending: dict[int, tuple[decode_inputs.DecodeItem, float, float]] = {}
   sample_rate = recognizer.sample_rate
 
   def prepared() -> Iterator[tuple[int, Any]]:
@@ -131,15 +139,21 @@ def decode_items(
         skipped += 1
         continue
       audio_seconds += seconds
-      pending[key] = (item, seconds)
+      # The search's token limit follows the trimmed audio.
+      pending[key] = (item, seconds, samples_N.size / sample_rate)
       yield key, samples_N
 
   compile_before = recognizer.compile_seconds
   start = time.perf_counter()
-  decoded, per_utterance = 0, []
+  decoded, loops, per_utterance = 0, 0, []
   for key, hyps in recognizer.decode_stream(prepared()):
-    item, seconds = pending.pop(key)
+    item, seconds, searched_seconds = pending.pop(key)
     hypothesis = hyps[0].text if hyps else ''
+    loop = metrics.looks_like_loop(
+      recognizer.vocab.encode(hypothesis),
+      recognizer.max_units(searched_seconds),
+    )
+    loops += loop
     errors = None
     if item.reference is not None:
       errors = metrics.utterance_errors(item.reference, hypothesis)
@@ -152,6 +166,7 @@ def decode_items(
       errors=None if errors is None else dataclasses.asdict(errors),
       nbest=[dict(text=h.text, score=h.score) for h in hyps],
       audio_seconds=round(seconds, 4),
+      loop=loop,
     )
     jsonl.write(json.dumps(record, ensure_ascii=False) + '\n')
     decoded += 1
@@ -167,6 +182,7 @@ def decode_items(
       if per_utterance
       else None
     ),
+    loops=loops,
   )
 
 
@@ -212,8 +228,9 @@ def decode(
     output: JSONL path (default `<run>/decode/<name>.jsonl`).
     stdout: receives transcripts (default sys.stdout).
     stderr: receives problems and the summary (default sys.stderr).
-    **options: `Recognizer` options (beam_size, batch_size, ctc_weight,
-      length_penalty, max_tokens_per_second); None values mean the config's.
+    **options: `Recognizer` options (beam_size, batch_size, ctc_mode,
+      ctc_weight, lm_workdir, lm_weight, length_bonus, length_penalty,
+      max_tokens_per_second); None values mean the config's.
 
   Returns:
     The run's summary (also printed to stderr and written next to the

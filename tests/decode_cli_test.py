@@ -30,6 +30,7 @@ JSONL_FIELDS = {
   'errors',
   'nbest',
   'audio_seconds',
+  'loop',
 }
 TRN_TEXTS = ['가나다 라마바', '사아자 차카타', '나다 마바 (사아)/(싸아)']
 
@@ -144,6 +145,9 @@ def test_trn_list_reports_error_rates(run_dir, corpus, tmp_path):
   assert f'sWER {100 * rates.swer:.2f}%' in err
   assert summary.audio_seconds == pytest.approx(0.4 + 0.7 + 1.0)
   assert summary.real_time_factor > 0
+  # Loops are counted from the same flags the JSONL carries.
+  assert summary.loops == sum(r['loop'] for r in records)
+  assert f'{summary.loops} hypothes' in err and 'look like loops' in err
   saved = json.loads(output.with_suffix('.summary.json').read_text())
   assert saved['utterances'] == 3 and saved['rates']['cer'] == rates.cer
   assert len(out.splitlines()) == 3

@@ -144,3 +144,21 @@ def test_space_normalize_properties(ref, hyp):
   assert respaced == ' '.join(ref.split())
   if ref.split():
     assert metrics.swer([ref], [ref]) == 0.0
+
+
+@pytest.mark.parametrize(
+  'units,max_units,loop',
+  [
+    ('부모 부모 부모 부모', None, True),  # "부모 " repeated 3+ times.
+    ('부모 부모 부모', None, False),  # The last repeat lacks its space.
+    ('하하하하하', None, False),  # One unit repeated: ordinary text.
+    ('사무사무사무', None, True),
+    ('국민의 권리와 의무', None, False),
+    ('가나다라마', 6, False),
+    ('가나다라마바', 6, True),  # Ran into the token limit (6 units).
+    ('가나다라마', 5, True),  # More than 5 - 1 units.
+    ('', 1, False),
+  ],
+)
+def test_looks_like_loop(units, max_units, loop):
+  assert metrics.looks_like_loop(list(units), max_units) is loop

@@ -50,7 +50,7 @@ def make_run(workdir, config=None, step=5):
   vocab.save(workdir / restore.VOCAB_FILE)
   ckpt = checkpoint.Checkpointer(workdir, keep=2, async_save=False)
   ckpt.save(step, state.checkpointed(), {'epoch': 0, 'position': 0})
-  ckpt.save_best(step - 1, state.checkpointed(), {}, dev_cer=0.5)
+  ckpt.save_best(step - 1, state.checkpointed(), {}, dev_metric=0.5)
   ckpt.close()
   return workdir
 
@@ -209,7 +209,12 @@ def test_ctc_rescoring_reorders_by_joint_score(run):
     run.model, run.config, run.vocab, beam_size=3, ctc_weight=0.0
   )
   joint = Recognizer(
-    run.model, run.config, run.vocab, beam_size=3, ctc_weight=0.5
+    run.model,
+    run.config,
+    run.vocab,
+    beam_size=3,
+    ctc_mode='rescore',
+    ctc_weight=0.5,
   )
   assert joint.ctc_weight == 0.5
   assert Recognizer(run.model, run.config, run.vocab).ctc_weight == 0.3

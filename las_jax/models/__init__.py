@@ -1,4 +1,4 @@
-"""Acoustic models: LAS (listen, attend and spell) and DeepSpeech2.
+"""Models: LAS (listen, attend and spell), DeepSpeech2, an LSTM LM.
 
 `build_model(config.model, vocab_size, rngs)` picks one by
 `config.model.name`. CTC heads (DeepSpeech2, joint CTC-attention LAS) use
@@ -12,6 +12,7 @@ from flax import nnx
 from las_jax.models.deepspeech2 import DeepSpeech2
 from las_jax.models.las import LAS
 from las_jax.models.listener import Encoded
+from las_jax.models.lstm_lm import LSTMLM
 
 # CTC blank: the padding id, never a target token.
 CTC_BLANK_ID = 0
@@ -19,6 +20,7 @@ CTC_BLANK_ID = 0
 __all__ = [
   'CTC_BLANK_ID',
   'LAS',
+  'LSTMLM',
   'DeepSpeech2',
   'Encoded',
   'build_model',
@@ -28,8 +30,9 @@ __all__ = [
 
 def build_model(
   model_config: ml_collections.ConfigDict, vocab_size: int, rngs: nnx.Rngs
-) -> LAS | DeepSpeech2:
-  """Builds the model named by `model_config.name` ('las'|'deepspeech2')."""
+) -> LAS | DeepSpeech2 | LSTMLM:
+  """Builds the model named by `model_config.name` ('las', 'deepspeech2' or
+  'lstm_lm')."""
   if vocab_size < 4:
     raise ValueError(
       f'vocab_size must be >= 4 (pad/sos/eos/unk), got {vocab_size}'
@@ -38,9 +41,11 @@ def build_model(
     return LAS(model_config, vocab_size, rngs=rngs)
   if model_config.name == 'deepspeech2':
     return DeepSpeech2(model_config, vocab_size, rngs=rngs)
+  if model_config.name == 'lstm_lm':
+    return LSTMLM(model_config, vocab_size, rngs=rngs)
   raise ValueError(
     f'config.model.name: unknown model {model_config.name!r}; expected '
-    "'las' or 'deepspeech2'"
+    "'las', 'deepspeech2' or 'lstm_lm'"
   )
 
 

@@ -39,7 +39,7 @@ from las_jax.models.rnn import cell_update, lstm_recurrence, pytorch_uniform
 Carry = dict[str, jax.Array]
 
 
-class _LSTMCell(nnx.Module):
+class LSTMCell(nnx.Module):
   """A unidirectional LSTM cell (PyTorch gate order, one bias)."""
 
   def __init__(self, in_features: int, hidden: int, rngs: nnx.Rngs):
@@ -87,7 +87,7 @@ class Speller(nnx.Module):
     in0 = 2 * hidden if input_feeding else hidden
     self.cells = nnx.List(
       [
-        _LSTMCell(in0 if i == 0 else hidden, hidden, rngs)
+        LSTMCell(in0 if i == 0 else hidden, hidden, rngs)
         for i in range(num_layers)
       ]
     )
