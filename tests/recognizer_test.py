@@ -39,10 +39,19 @@ def tiny_config():
   return config
 
 
-def make_run(workdir, config=None, step=5):
+def lm_config():
+  """A tiny LSTM language model over the same units."""
+  config = tiny_config()
+  config.model.name = 'lstm_lm'
+  config.model.lm_hidden = 16
+  config.model.lm_layers = 2
+  return config
+
+
+def make_run(workdir, config=None, step=5, texts=TEXTS):
   """Writes a training run with one (random-parameter) checkpoint."""
   config = config or tiny_config()
-  vocab = Vocabulary.build(TEXTS)
+  vocab = Vocabulary.build(texts)
   mesh = parallel.make_mesh(1)
   tx, _ = optim.make_optimizer(config.train)
   _, state = train_lib.create_train_state(config, len(vocab), tx, mesh)
@@ -137,15 +146,18 @@ def test_arrays_decode_like_files(recognizer, tmp_path):
   assert from_file == as_int16 == as_float
 
 
-def test_batch_and_padding_invariance(recognizer, run):
+@pytest.mark.parametrize('ctc_mode', ['joint', 'off'])
+def test_batch_and_padding_invariance(run, ctc_mode):
   short = to_int16(signal(0.4, seed=3))
   longer = [to_int16(signal(s, seed=4 + i)) for i, s in enumerate((1.9, 1.3))]
+  options = dict(beam_size=3, ctc_mode=ctc_mode)
+  recognizer = Recognizer(run.model, run.config, run.vocab, **options)
   alone = recognizer.transcribe([short], nbest=True)[0]
   # One 2 s bucket: the short utterance is padded 5x and batched with two
   # longer ones (a 4-row batch with one padding row).
   config = copy.deepcopy(run.config)
   config.input.audio_buckets_s = (2.0,)
-  one_bucket = Recognizer(run.model, config, run.vocab, beam_size=3)
+  one_bucket = Recognizer(run.model, config, run.vocab, **options)
   batched = one_bucket.transcribe([longer[0], short, longer[1]], nbest=True)
   assert [h.text for h in batched[1]] == [h.text for h in alone]
   np.testing.assert_allclose(
@@ -226,6 +238,83 @@ def test_ctc_rescoring_reorders_by_joint_score(run):
   scores = [h.score for h in both]
   assert scores == sorted(scores, reverse=True)
   assert max(scores) != pytest.approx(att[0].score)
+
+
+def test_modes_and_their_defaults(run):
+  def rec(**options):
+    return Recognizer(run.model, run.config, run.vocab, **options)
+
+  # A LAS with a CTC head decodes jointly, with its training weight.
+  assert (rec().ctc_mode, rec().ctc_weight) == ('joint', 0.3)
+  assert rec(ctc_mode='ctc').ctc_weight == 1.0
+  assert rec(ctc_mode='off').ctc_weight == 0.0
+  # Weight 0 is attention alone, whatever the mode.
+  assert rec(ctc_mode='rescore', ctc_weight=0.0).ctc_mode == 'off'
+  with pytest.raises(ValueError, match='ctc_mode must be one of'):
+    rec(ctc_mode='both')
+  with pytest.raises(ValueError, match=r'ctc_weight must be in \(0, 1\]'):
+    rec(ctc_weight=1.5)
+  x = to_int16(signal(0.7, seed=5))
+  # The CTC head alone: best path (greedy) or prefix beam search.
+  [[best_path]] = rec(ctc_mode='ctc', beam_size=1).transcribe([x], nbest=True)
+  prefixes = rec(ctc_mode='ctc', beam_size=3).transcribe([x], nbest=True)[0]
+  assert prefixes[0].score >= best_path.score - 1e-4
+
+
+def test_shallow_fusion_follows_the_weighted_sum(run_dir, run, tmp_path):
+  """Greedy search with an LM picks argmax(att + w * lm) at each step and
+  scores the sum, as computed here from the two models separately."""
+  from las_jax import features
+
+  lm_dir = make_run(tmp_path / 'lm', lm_config(), step=3)
+  weight = 0.7
+  fused = Recognizer.from_workdir(
+    run_dir,
+    lm_workdir=str(lm_dir),
+    lm_weight=weight,
+    ctc_mode='off',
+    beam_size=1,
+  )
+  x = to_int16(signal(0.7, seed=3))
+  [[hyp]] = fused.transcribe([x], nbest=True)
+
+  lm = restore.load_language_model(lm_dir).model
+  padded = fused.padded_length(x.size)
+  audio_BxN = np.zeros((1, padded), np.int16)
+  audio_BxN[0, : x.size] = x
+  feats, flen = features.featurize(
+    None, audio_BxN, np.array([x.size]), run.config.features, False
+  )
+  enc = run.model.encode(feats, flen)
+  att_carry, att_step = run.model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
+  lm_carry, lm_step = lm.decode_fns(1)
+  token, total, units = np.array([Vocabulary.SOS_ID]), 0.0, []
+  for _ in range(fused.max_tokens(x.size)):
+    att_lp, att_carry = att_step(token, att_carry)
+    lm_lp, lm_carry = lm_step(token, lm_carry)
+    scores = np.array(att_lp + weight * lm_lp)[0]
+    scores[[Vocabulary.PAD_ID, Vocabulary.SOS_ID]] = -np.inf
+    token = np.array([int(np.argmax(scores))])
+    total += scores[token[0]]
+    if token[0] == Vocabulary.EOS_ID:
+      break
+    units.append(int(token[0]))
+  assert hyp.text == run.vocab.decode(units)
+  np.testing.assert_allclose(hyp.score, total, rtol=1e-4)
+  # Fusion changes the search: attention alone differs in score.
+  alone = Recognizer.from_workdir(run_dir, ctc_mode='off', beam_size=1)
+  assert alone.transcribe([x], nbest=True)[0][0].score != hyp.score
+
+
+def test_language_model_must_share_the_vocabulary(run_dir, tmp_path):
+  other = make_run(tmp_path / 'lm', lm_config(), texts=['다른 글자들'])
+  with pytest.raises(ValueError, match='does not match') as e:
+    Recognizer.from_workdir(run_dir, lm_workdir=str(other))
+  assert str(other / 'vocab.txt') in str(e.value)
+  assert str(run_dir / 'vocab.txt') in str(e.value)
+  assert 'vocab_from' in str(e.value)
+  with pytest.raises(ValueError, match='not a language model'):
+    Recognizer.from_workdir(run_dir, lm_workdir=str(run_dir))
 
 
 def test_ctc_weight_needs_a_ctc_head(run):
