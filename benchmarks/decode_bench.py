@@ -1,24 +1,29 @@
-"""Decoding time and real-time factor of LAS, greedy and beam 5 (not a test).
+"""Decoding time and real-time factor of LAS (not a test).
 
   JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/decode_bench.py
 
 The peers' decoding benchmark (research/environment.md): batch 8 of 4 s
 utterances (400 frames of 80 log-mel), the benchmark LAS (non-pyramidal;
 VGG + 3 x BiLSTM 256, 2 x LSTM 512 speller, 4-head attention, vocab 2000)
-with random weights, decoding the full 30 tokens. It runs the real path,
-`Recognizer.decode_stream`: one compiled program does log-mel features,
-the encoder and `decoding.greedy_search` / `beam_search`, then the host
-turns token ids into text.
+with a CTC head and random weights, decoding the full 30 tokens. It runs
+the real path, `Recognizer.decode_stream`: one compiled program does
+log-mel features, the encoder and the search, then the host turns token
+ids into text. The searches, one after the other in one process:
+- greedy and beam 5, attention only (`ctc_mode='off'`);
+- beam 5 with one-pass joint CTC/attention scoring, ctc_weight 0.3
+  (`ctc_mode='joint'`, pre-beam ceil(1.5 * 5) = 8 candidates + EOS);
+- the same fused with an LSTM language model of 2 x 512 units
+  (`lm_weight` 0.3), random weights.
 
 30 tokens: `max_tokens_per_second` is set so the limit is exactly 30, and
-the output layer's EOS column is zeroed, so the EOS logit is 0 while the
+the output layers' EOS columns are zeroed, so the EOS logit is 0 while the
 largest of 1997 random logits is positive: EOS never wins. The script
 checks that every hypothesis has 30 tokens rather than assuming it.
 
 Prints per search: compile seconds (apart), median / min / max decode
 seconds of `--runs` calls after `--warmup`, the real-time factor (decode
-seconds / audio seconds), and the encoder's share (the encoder alone,
-jitted, same inputs).
+seconds / audio seconds), the encoder's share (the encoder alone, jitted,
+same inputs), and the ratio to attention-only beam 5.
 """
 
 import os
@@ -33,7 +38,7 @@ import numpy as np
 from flax import nnx
 
 from configs import default
-from las_jax import features
+from las_jax import features, restore
 from las_jax.models import build_model
 from las_jax.recognizer import Recognizer
 from las_jax.text import Vocabulary
@@ -58,6 +63,18 @@ def make_model(config):
   return model
 
 
+def make_language_model(config, vocab):
+  """Random 2 x 512 LSTM LM whose EOS logit is its bias, 0."""
+  lm_config = default.get_config()
+  lm_config.model.name = 'lstm_lm'
+  lm_config.model.lm_hidden = 512
+  lm_config.model.lm_layers = 2
+  lm = build_model(lm_config.model, VOCAB, nnx.Rngs(1))
+  out = lm.out.kernel
+  out[...] = out[...].at[:, Vocabulary.EOS_ID].set(0.0)
+  return restore.Run(lm, lm_config, vocab, checkpoint=None)
+
+
 def timed(fn, runs: int, warmup: int) -> list[float]:
   for _ in range(warmup):
     fn()
@@ -72,8 +89,10 @@ def timed(fn, runs: int, warmup: int) -> list[float]:
 def main() -> None:
   config = default.get_config()
   config.input.trim_silence = False
+  config.model.ctc_weight = 0.3  # Adds the CTC head.
   vocab = make_vocab(VOCAB)
   model = make_model(config)
+  language_model = make_language_model(config, vocab)
   rng = np.random.default_rng(0)
   audio = [
     rng.integers(-3000, 3000, SAMPLES).astype(np.int16) for _ in range(BATCH)
@@ -110,16 +129,27 @@ def main() -> None:
   enc_s = statistics.median(enc_times)
   print(f'encoder (features + listener): median {enc_s:.3f} s')
 
-  for name, beam in (('greedy', 1), ('beam 5', 5)):
+  searches = {
+    'greedy': dict(beam_size=1, ctc_mode='off'),
+    'beam 5': dict(beam_size=5, ctc_mode='off'),
+    'beam 5 joint CTC 0.3': dict(beam_size=5, ctc_mode='joint'),
+    'beam 5 joint + LM': dict(
+      beam_size=5,
+      ctc_mode='joint',
+      language_model=language_model,
+      lm_weight=0.3,
+    ),
+  }
+  medians = {}
+  for name, options in searches.items():
     rec = Recognizer(
       model,
       config,
       vocab,
-      beam_size=beam,
       batch_size=BATCH,
       # ceil(rate * 4 s) + 1 = 30 tokens, EOS included.
       max_tokens_per_second=(TOKENS - 1) / 4,
-      ctc_weight=0.0,
+      **options,
     )
 
     def decode(rec=rec):
@@ -130,14 +160,19 @@ def main() -> None:
     if lengths != {TOKENS}:
       sys.exit(f'{name}: hypotheses of {lengths} tokens, not {TOKENS}')
     times = timed(decode, RUNS, WARMUP)
-    med = statistics.median(times)
+    med = medians[name] = statistics.median(times)
+    ratio = ''
+    if 'beam 5' in medians and name != 'beam 5':
+      ratio = f'; {med / medians["beam 5"]:.2f}x attention-only beam 5'
     print(
-      f'{name:7s}: decode median {med:.3f} s (min {min(times):.3f}, max '
+      f'{name:20s}: decode median {med:.3f} s (min {min(times):.3f}, max '
       f'{max(times):.3f}); RTF {med / audio_s:.4f}; compile '
       f'{rec.compile_seconds:.1f} s; encoder share {enc_s / med:.0%}; '
-      f'{len(results[0][1])} hypotheses x {TOKENS} tokens',
+      f'{len(results[0][1])} hypotheses x {TOKENS} tokens{ratio}',
       flush=True,
     )
+  joint, fused = medians['beam 5 joint CTC 0.3'], medians['beam 5 joint + LM']
+  print(f'LM fusion adds {fused / joint - 1:.0%} to joint beam 5.')
 
 
 if __name__ == '__main__':

@@ -24,9 +24,9 @@ decoder's. As ESPnet's `CTCPrefixScoreTH`
 scored per step (the others are vetoed), and padded frames get log-prob 0
 for blank and -inf for every unit, so a shorter utterance's variables stop
 changing after its last frame and one padded batch serves every length.
-The forward recursions run for the K surviving hypotheses only, as
-first-order linear recurrences in the log semiring
-(`lax.associative_scan`: log-depth on GPU/TPU).
+The forward recursions run for the K surviving hypotheses only (a
+`lax.scan` over the frames per search step); scoring the candidates needs
+no recursion, only a log-sum over frames.
 
 Shapes: B utterances, K hypotheses per utterance, P candidates per
 hypothesis, T encoder frames, V units. Everything is float32.
@@ -168,17 +168,24 @@ def increment(psi_new: jax.Array, psi_old: jax.Array) -> jax.Array:
 def _log_affine_scan(mul_BxTxK: jax.Array, add_BxTxK: jax.Array) -> jax.Array:
   """r_t = logaddexp(r_{t-1} + mul_t, add_t) from r_{-1} = -inf, along T.
 
-  Composition of the maps r -> logaddexp(r + a, b) is associative:
-  (a1, b1) then (a2, b2) is (a1 + a2, logaddexp(b1 + a2, b2)).
+  A sequential `lax.scan`: on CPU it compiled 6x faster and ran 2x faster
+  than the log-depth `lax.associative_scan` of the same recurrence (2.1
+  against 12.1 s to compile, 0.22 against 0.45 ms per call at B=8, K=5,
+  T=100).
   """
 
-  def compose(first, second):
-    a1, b1 = first
-    a2, b2 = second
-    return a1 + a2, jnp.logaddexp(b1 + a2, b2)
+  def step(r_BxK, xs):
+    mul_BxK, add_BxK = xs
+    r_BxK = jnp.logaddexp(r_BxK + mul_BxK, add_BxK)
+    return r_BxK, r_BxK
 
-  _, r_BxTxK = lax.associative_scan(compose, (mul_BxTxK, add_BxTxK), axis=1)
-  return r_BxTxK
+  init_BxK = jnp.full(mul_BxTxK[:, 0].shape, NEG_INF, mul_BxTxK.dtype)
+  _, r_TxBxK = lax.scan(
+    step,
+    init_BxK,
+    (jnp.moveaxis(mul_BxTxK, 1, 0), jnp.moveaxis(add_BxTxK, 1, 0)),
+  )
+  return jnp.moveaxis(r_TxBxK, 0, 1)
 
 
 def advance(
