@@ -138,6 +138,15 @@ _L_BASE, _V_BASE, _T_BASE = 0x1100, 0x1161, 0x11A7
 _L_COUNT, _V_COUNT, _T_COUNT = 19, 21, 28
 
 
+# The 2,350 precomposed syllables of KS X 1001 (EUC-KR rows 0xB0-0xC8), the
+# Hangul of everyday Korean text (of the 11,172 that Unicode encodes).
+KS_X_1001_SYLLABLES = frozenset(
+  bytes([row, col]).decode('euc_kr')
+  for row in range(0xB0, 0xC9)
+  for col in range(0xA1, 0xFF)
+)
+
+
 def decompose_hangul(text: str) -> str:
   """Splits Hangul syllables into conjoining jamo; other chars unchanged.
 
