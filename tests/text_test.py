@@ -175,6 +175,23 @@ def test_jamo_vocabulary():
   assert vocab.decode(vocab.encode('국가')) == '국가'
 
 
+def test_jamo_vocabulary_spells_every_hangul_syllable():
+  # 27 syllables that hold each of the 19 leads, 21 vowels and 27 tails.
+  seen = ''.join(
+    chr(0xAC00 + ((i % 19) * 21 + i % 21) * 28 + i + 1) for i in range(27)
+  )
+  vocab = Vocabulary.build([seen, '.'], unit='jamo')
+  assert len(vocab) == 5 + 19 + 21 + 27 + 1
+  # All 11,172 syllables, each once after every kind of neighbour: in code
+  # point order, reversed, and between spaces and other characters.
+  every = ''.join(chr(c) for c in range(0xAC00, 0xD7A4))
+  for s in (every, every[::-1], ' '.join(every), '.'.join(every)):
+    ids = vocab.encode(s)
+    assert Vocabulary.UNK_ID not in ids
+    assert vocab.decode(ids) == s
+  assert text.compose_hangul(text.decompose_hangul(every)) == every
+
+
 _SYLLABLES = st.characters(min_codepoint=0xAC00, max_codepoint=0xD7A3)
 
 
