@@ -269,7 +269,8 @@ class Vocabulary:
     self._spm = _load_spm(tokens, spm_model) if pieces else None
     # Characters of an spm model: its one-character pieces and space (with
     # character_coverage=1 every character of the train text is one).
-    self._spm_chars = ''.join(t for t in tokens[4:] if len(t) == 1)
+    chars = ''.join(t for t in tokens[4:] if len(t) == 1)
+    self._spm_unknown = re.compile(f'([^{re.escape(chars)}])')
     if not pieces and spm_model is not None:
       raise ValueError(f'unit {unit!r} takes no SentencePiece model')
 
@@ -422,8 +423,8 @@ class Vocabulary:
     # Runs of known characters go to the model; an unknown character is a
     # piece boundary for it anyway.
     ids = []
-    for run in re.split(f'([^{re.escape(self._spm_chars)}])', units):
-      if len(run) == 1 and run not in self._spm_chars:
+    for i, run in enumerate(self._spm_unknown.split(units)):
+      if i % 2:  # an unknown character
         ids.append(self.UNK_ID)
       elif run:
         ids.extend(self._spm.encode(run))
