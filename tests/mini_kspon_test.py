@@ -142,6 +142,19 @@ def test_default_text_covers_korean_syllables(default_text):
   assert {s.source for s in default_text['eval_other']} == {'tweets'}
 
 
+def test_every_utterance_is_a_few_words_of_bounded_length(default_text):
+  for sentences in default_text.values():
+    for s in sentences:
+      assert len(s.words) >= 2, s
+      assert mt.MIN_SYLLABLES <= len(s.key) <= mt.MAX_SYLLABLES * 1.2, s
+  # The last group of coverage words is topped up, never left short.
+  rng = np.random.default_rng(0)
+  for words in (['샅'], ['가나다라마바사아자', '샅']):
+    (packed,) = mt._pack(words, rng)
+    assert set(words) <= set(packed.words) and len(packed.words) >= 2
+    assert len(packed.key) >= mt.MIN_SYLLABLES + 3
+
+
 def test_no_sentence_is_in_two_splits(default_text):
   keys = {split: {s.key for s in v} for split, v in default_text.items()}
   for a in keys:

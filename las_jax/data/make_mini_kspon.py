@@ -8,8 +8,8 @@ r"""Generates `mini_kspon`, a synthetic Korean corpus in KsponSpeech layout.
 Text (`mini_kspon_text`): Korean that konlpy installs. In-domain splits
 (train, dev, eval_clean): clauses of the constitution and ten National
 Assembly bills, and sequences of real Korean word forms; train also gets
-dictionary words for the rare syllables, so it spells about 1,950 of the
-2,350 KS X 1001 syllables. eval_other: clauses of tweets, a source that
+dictionary words for the rare syllables, so it spells 2,014 of the 2,350
+KS X 1001 syllables at the default size. eval_other: clauses of tweets, a source that
 gives train and dev nothing (out-of-domain text). Numbers become
 KsponSpeech dual transcriptions, `(1948년)/(천구백사십팔년)`, and some
 utterances get noise tags (`b/ n/ o/ l/`) and fillers (`어/`), so the
@@ -25,9 +25,9 @@ per-utterance .txt files and `scripts/{train,dev,eval_clean,eval_other}.trn`
 (written last), and the statistics of `corpus_stats` in
 `corpus_stats.{txt,json}`.
 
-The same seed gives a byte-identical corpus (with the same espeak-ng
-version): every random choice comes from a generator seeded by (seed,
-split, utterance). Needs the espeak-ng program (`apt-get install
+The same seed gives a byte-identical corpus (with the same espeak-ng and
+konlpy versions): every random choice comes from a generator seeded by
+the seed and the purpose (split, utterance). Needs the espeak-ng program (`apt-get install
 espeak-ng`); resampling happens in-process with soxr, so sox is not needed.
 """
 

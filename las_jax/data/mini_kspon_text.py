@@ -390,7 +390,7 @@ def coverage_words(
   covered = set(covered)
   missing = sorted(KS_X_1001_SYLLABLES - covered)
   tiers = [list(eojeols()), *dictionary_words()]
-  # syllable -> [words with it] per tier, shortest first.
+  # Per tier: syllable -> the tier's words with it.
   index = []
   targets = set(missing)
   for tier in tiers:
@@ -416,7 +416,10 @@ def coverage_words(
 
 
 def _pack(words: list[str], rng: np.random.Generator) -> list[Sentence]:
-  """Groups words, in random order, into utterances of MIN+3..MAX syll."""
+  """Groups words, in random order, into utterances of MIN+3..MAX syll.
+
+  The last group, if short, is topped up with random eojeols.
+  """
   words = [words[i] for i in rng.permutation(len(words))]
   out, current, length = [], [], 0
   target = int(rng.integers(MIN_SYLLABLES + 3, MAX_SYLLABLES + 1))
@@ -428,6 +431,11 @@ def _pack(words: list[str], rng: np.random.Generator) -> list[Sentence]:
       current, length = [], 0
       target = int(rng.integers(MIN_SYLLABLES + 3, MAX_SYLLABLES + 1))
   if current:
+    fill = eojeols()
+    while length < MIN_SYLLABLES + 3 or len(current) < 2:
+      word = fill[int(rng.integers(len(fill)))]
+      current.append(word)
+      length += _syllable_count(word)
     out.append(Sentence(tuple(current), 'coverage'))
   return out
 
