@@ -12,9 +12,10 @@ MINI_UTTERANCES ?= 3000
 MINI_RAW := data/mini_kspon
 DATA_DIR := data/tfds
 WORKDIR ?= runs/mini
-# A sentence in none of the corpus's sources (konlpy's kolaw/kobill),
-# spoken by espeak-ng after training: speech the model has never heard.
-UNSEEN_TEXT := 국민의 권리와 의무는 법률로 정한다
+# Three sentences written for the demo (las_jax/data/unseen_sentences.py),
+# in none of the corpus's sources and with syllables its train text lacks,
+# spoken by espeak-ng after training: speech and text the model never had.
+UNSEEN_DIR = $(WORKDIR)/unseen
 
 # glibc malloc settings for XLA on CPU: without them freed buffers go back
 # to the kernel every step and page faults cost ~25% of a step here.
@@ -61,20 +62,27 @@ corpus: install
 	else echo "Mini corpus already in $(MINI_RAW)"; fi
 
 # Train (resumes if $(WORKDIR) holds a run; the TFDS dataset is built on the
-# first run), decode the test split with beam search, then a new sentence.
+# first run), decode the test splits with beam search (eval_clean: text of
+# the train sources; eval_other: tweets, text of a source train never
+# read), then the three new sentences.
 demo: corpus
 	$(FAST_MALLOC) $(BIN)/python train.py --config configs/mini.py --workdir $(WORKDIR)
 	$(FAST_MALLOC) $(BIN)/python decode.py --workdir $(WORKDIR) --which=best --split=eval_clean
+	$(FAST_MALLOC) $(BIN)/python decode.py --workdir $(WORKDIR) --which=best --split=eval_other
 	@echo
-	@echo "A sentence outside the corpus ($(UNSEEN_TEXT)), spoken by espeak-ng:"
-	espeak-ng -v ko -w $(WORKDIR)/unseen.wav "$(UNSEEN_TEXT)"
-	$(FAST_MALLOC) $(BIN)/python decode.py --workdir $(WORKDIR) --which=best $(WORKDIR)/unseen.wav
+	@echo "Three sentences written for the demo, spoken by espeak-ng:"
+	$(BIN)/python -m las_jax.data.unseen_sentences speak $(UNSEEN_DIR) --corpus=$(MINI_RAW)
+	$(FAST_MALLOC) $(BIN)/python decode.py --workdir $(WORKDIR) --which=best \
+	  $(UNSEEN_DIR)/scripts/unseen.trn --output=$(UNSEEN_DIR)/decode.jsonl
+	@echo
+	$(BIN)/python -m las_jax.data.unseen_sentences report $(UNSEEN_DIR)/decode.jsonl
 	@echo
 	@echo "Checkpoints:        $(WORKDIR)/checkpoints, $(WORKDIR)/checkpoints_best"
 	@echo "Metrics:            $(WORKDIR)/metrics.jsonl, loss/CER curves in $(WORKDIR)/curves.png"
 	@echo "TensorBoard:        $(BIN)/tensorboard --logdir $(WORKDIR)/tensorboard (pip install tensorboard)"
 	@echo "Attention plots:    $(WORKDIR)/plots/"
-	@echo "Test transcripts:   $(WORKDIR)/decode/"
+	@echo "Test transcripts:   $(WORKDIR)/decode/, $(UNSEEN_DIR)/decode.jsonl"
+	@echo "Corpus statistics:  $(MINI_RAW)/corpus_stats.txt"
 
 clean:
 	rm -rf $(VENV) data runs

@@ -157,10 +157,14 @@ def get_config() -> ml_collections.ConfigDict:
   # Total optimizer steps (a resumed run continues up to this step).
   train.num_steps = 200_000
   # Output units of the vocabulary built from the train transcripts: 'char'
-  # (KoSpeech) or 'jamo' (Hangul letters).
+  # (KoSpeech), 'jamo' (Hangul letters: spell any syllable), or SentencePiece
+  # unigram subwords over either, 'spm_char' / 'spm_jamo' (trained on the
+  # train words when the run starts, saved in the run's vocab.txt).
   train.vocab_unit = 'char'
   # Vocabulary size cap, specials and space included (KoSpeech: 2000); the
-  # rarest units become <unk>. None = keep every unit.
+  # rarest units become <unk>. None = keep every unit. For 'spm_*' the
+  # model's size, required, at least the train text's distinct characters
+  # (or jamo) + 5.
   train.vocab_max_size = 2000
   # Devices in the `data` mesh; 0 = all (must be 0 in multi-host runs).
   train.num_devices = 0

@@ -103,8 +103,7 @@ def _cache_path(source, prepare: DecodeRecord, cache_dir: str) -> str | None:
       len(source),
       prepare.trim_silence,
       prepare.trim_top_db,
-      prepare.vocab.unit,
-      prepare.vocab.tokens,
+      prepare.vocab.to_dict(),
     ]
   )
   digest = hashlib.sha1(key.encode()).hexdigest()[:16]

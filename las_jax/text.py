@@ -36,12 +36,17 @@ Vocabularies map text to ids, with `<pad>`=0, `<sos>`=1, `<eos>`=2,
 by code point). Units are characters (KoSpeech's default) or, with
 `unit='jamo'`, Hangul syllables decomposed into conjoining jamo (KoSpeech's
 "grapheme" units); everything that is not a precomposed Hangul syllable is
-its own unit in both.
+its own unit in both. 'spm_char' and 'spm_jamo' are SentencePiece subwords
+over either, trained on the train transcripts (`Vocabulary.build`); jamo
+units spell any Hangul syllable, seen in training or not.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections
+import io
 import json
 import re
 import unicodedata
@@ -49,7 +54,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 TRANSCRIPTIONS = ('phonetic', 'spelling')
-UNITS = ('char', 'jamo')
+SPM_UNITS = ('spm_char', 'spm_jamo')
+UNITS = ('char', 'jamo', *SPM_UNITS)
+# SentencePiece's space symbol; piece 4 of an spm model.
+_SPM_SPACE = '\u2581'
 
 # KoSpeech's `special_filter` deletes these; parentheses join them because
 # every well-formed group is gone by the time the filter runs.
@@ -138,6 +146,15 @@ _L_BASE, _V_BASE, _T_BASE = 0x1100, 0x1161, 0x11A7
 _L_COUNT, _V_COUNT, _T_COUNT = 19, 21, 28
 
 
+# The 2,350 precomposed syllables of KS X 1001 (EUC-KR rows 0xB0-0xC8), the
+# Hangul of everyday Korean text (of the 11,172 that Unicode encodes).
+KS_X_1001_SYLLABLES = frozenset(
+  bytes([row, col]).decode('euc_kr')
+  for row in range(0xB0, 0xC9)
+  for col in range(0xA1, 0xFF)
+)
+
+
 def decompose_hangul(text: str) -> str:
   """Splits Hangul syllables into conjoining jamo; other chars unchanged.
 
@@ -185,10 +202,11 @@ def compose_hangul(text: str) -> str:
 
 
 class Vocabulary:
-  """Token <-> id mapping over characters or jamo.
+  """Token <-> id mapping over characters, jamo, or SentencePiece pieces.
 
   Ids: `<pad>`=0, `<sos>`=1, `<eos>`=2, `<unk>`=3, space=4, then units by
-  descending training frequency.
+  descending training frequency ('char', 'jamo') or the pieces of a
+  SentencePiece unigram model ('spm_char', 'spm_jamo'; see `build`).
   """
 
   PAD_ID = 0
@@ -201,15 +219,24 @@ class Vocabulary:
   # error for it rather than five.
   UNK_CHAR = '\u2047'
 
-  def __init__(self, tokens: Sequence[str], unit: str = 'char'):
+  def __init__(
+    self,
+    tokens: Sequence[str],
+    unit: str = 'char',
+    spm_model: bytes | None = None,
+  ):
     """Creates a vocabulary from its token list (index = id).
 
     Args:
-      tokens: the 4 special tokens, ' ', then single-character units.
-      unit: 'char' or 'jamo'.
+      tokens: the 4 special tokens, ' ', then single-character units
+        ('char', 'jamo') or the model's pieces ('spm_*').
+      unit: one of `UNITS`.
+      spm_model: the serialized SentencePiece model of an 'spm_*' unit
+        (`build` trains it); None for the others.
 
     Raises:
-      ValueError: the token list or unit is malformed.
+      ValueError: the token list, unit or model is malformed, or the model's
+        pieces are not `tokens`.
     """
     if unit not in UNITS:
       raise ValueError(f'unit must be one of {UNITS}, got {unit!r}')
@@ -220,12 +247,17 @@ class Vocabulary:
       )
     if len(tokens) <= self.SPACE_ID or tokens[self.SPACE_ID] != ' ':
       raise ValueError(f"token {self.SPACE_ID} must be ' ' (space)")
-    for i, token in enumerate(tokens[4:], start=4):
-      if not isinstance(token, str) or len(token) != 1:
+    pieces = unit in SPM_UNITS
+    for i, token in enumerate(tokens[5:], start=5):
+      if not isinstance(token, str) or not token or ' ' in token:
+        raise ValueError(f'token {i} must be a non-empty string, got {token!r}')
+      if not pieces and len(token) != 1:
         raise ValueError(f'token {i} must be one character, got {token!r}')
-      if unit == 'jamo' and _S_BASE <= ord(token) <= _S_LAST:
+      if _base_unit(unit) == 'jamo' and any(
+        _S_BASE <= ord(ch) <= _S_LAST for ch in token
+      ):
         raise ValueError(
-          f'token {i} {token!r} is a Hangul syllable in a jamo vocabulary'
+          f'token {i} {token!r} has a Hangul syllable in a jamo vocabulary'
         )
     if len(set(tokens)) != len(tokens):
       dupes = [t for t, c in collections.Counter(tokens).items() if c > 1]
@@ -233,6 +265,14 @@ class Vocabulary:
     self._tokens = tuple(tokens)
     self._unit = unit
     self._ids = {token: i for i, token in enumerate(tokens) if i >= 4}
+    self._spm_model = spm_model
+    self._spm = _load_spm(tokens, spm_model) if pieces else None
+    # Characters of an spm model: its one-character pieces and space (with
+    # character_coverage=1 every character of the train text is one).
+    chars = ''.join(t for t in tokens[4:] if len(t) == 1)
+    self._spm_unknown = re.compile(f'([^{re.escape(chars)}])')
+    if not pieces and spm_model is not None:
+      raise ValueError(f'unit {unit!r} takes no SentencePiece model')
 
   @classmethod
   def build(
@@ -243,17 +283,28 @@ class Vocabulary:
   ) -> Vocabulary:
     """Builds a vocabulary from (normalized) training transcripts.
 
+    'spm_char' and 'spm_jamo' train a SentencePiece unigram model (Kudo,
+    2018; `sentencepiece`, as ESPnet's recipes) of `max_size` pieces on the
+    train words (split at spaces; characters, or for 'spm_jamo' the words
+    decomposed into jamo). Every character of the text is a piece, so only
+    characters the text lacks are `<unk>`: with 'spm_jamo' no Hangul
+    syllable is, and decoded jamo are recomposed into syllables. The model
+    is deterministic for a text (one training thread).
+
     Args:
       texts: training transcripts.
-      unit: 'char' or 'jamo'.
+      unit: one of `UNITS`.
       max_size: keep at most this many tokens, specials and space included
-        (KoSpeech keeps 2000); the rarest units are dropped.
+        (KoSpeech keeps 2000); the rarest units are dropped. For 'spm_*',
+        required: the model's size (fewer if the text has fewer pieces).
 
     Returns:
       The vocabulary.
 
     Raises:
-      ValueError: unknown unit or `max_size` < 5.
+      ValueError: unknown unit, `max_size` < 5, or for 'spm_*' a missing
+        `max_size`, one below the text's distinct characters + 5, or no
+        text.
     """
     if unit not in UNITS:
       raise ValueError(f'unit must be one of {UNITS}, got {unit!r}')
@@ -262,6 +313,8 @@ class Vocabulary:
         f'max_size must be >= {cls.SPACE_ID + 1} (specials and space), '
         f'got {max_size}'
       )
+    if unit in SPM_UNITS:
+      return cls._build_spm(texts, unit, max_size)
     counts = collections.Counter()
     for text in texts:
       counts.update(_units(text, unit))
@@ -270,6 +323,56 @@ class Vocabulary:
     if max_size is not None:
       units = units[: max_size - cls.SPACE_ID - 1]
     return cls([*cls.SPECIALS, ' ', *units], unit)
+
+  @classmethod
+  def _build_spm(
+    cls, texts: Iterable[str], unit: str, max_size: int | None
+  ) -> Vocabulary:
+    import sentencepiece
+
+    words = collections.Counter()
+    for text in texts:
+      words.update(_units(text, unit).split())
+    if not words:
+      raise ValueError(f'no text to train the {unit} model on')
+    symbols = len(set(''.join(words)))
+    if max_size is None or max_size < symbols + cls.SPACE_ID + 1:
+      raise ValueError(
+        f'unit {unit!r} needs max_size (config.train.vocab_max_size) >= '
+        f"{symbols + cls.SPACE_ID + 1}: the text's {symbols} distinct "
+        f'{_base_unit(unit)} units, specials and space; got {max_size}'
+      )
+    model = io.BytesIO()
+    # The words with their counts, sorted: the model depends on the text
+    # alone. '▁' (SentencePiece's space) is piece 4, never inside a piece.
+    sentencepiece.SentencePieceTrainer.train(
+      sentence_iterator=iter(f'{w}\t{c}' for w, c in sorted(words.items())),
+      input_format='tsv',
+      model_writer=model,
+      model_type='unigram',
+      vocab_size=max_size,
+      hard_vocab_limit=False,
+      character_coverage=1.0,
+      normalization_rule_name='identity',
+      add_dummy_prefix=False,
+      remove_extra_whitespaces=False,
+      pad_id=cls.PAD_ID,
+      bos_id=cls.SOS_ID,
+      eos_id=cls.EOS_ID,
+      unk_id=cls.UNK_ID,
+      pad_piece=cls.SPECIALS[cls.PAD_ID],
+      bos_piece=cls.SPECIALS[cls.SOS_ID],
+      eos_piece=cls.SPECIALS[cls.EOS_ID],
+      unk_piece=cls.SPECIALS[cls.UNK_ID],
+      user_defined_symbols=[_SPM_SPACE],
+      num_threads=1,
+      minloglevel=2,
+    )
+    processor = sentencepiece.SentencePieceProcessor(
+      model_proto=model.getvalue()
+    )
+    pieces = [processor.id_to_piece(i) for i in range(len(processor))]
+    return cls([*pieces[:4], ' ', *pieces[5:]], unit, model.getvalue())
 
   @property
   def pad_id(self) -> int:
@@ -301,17 +404,31 @@ class Vocabulary:
   def __eq__(self, other: object) -> bool:
     if not isinstance(other, Vocabulary):
       return NotImplemented
-    return self._unit == other._unit and self._tokens == other._tokens
+    return self.to_dict() == other.to_dict()
 
   def __hash__(self) -> int:
-    return hash((self._unit, self._tokens))
+    return hash((self._unit, self._tokens, self._spm_model))
 
   def __repr__(self) -> str:
     return f'Vocabulary(unit={self._unit!r}, size={len(self)})'
 
   def encode(self, text: str) -> list[int]:
-    """Maps text to ids (no `<sos>`/`<eos>`); unknown units get `<unk>`."""
-    return [self._ids.get(u, self.UNK_ID) for u in _units(text, self._unit)]
+    """Maps text to ids (no `<sos>`/`<eos>`); unknown units get `<unk>`.
+
+    One `<unk>` per unknown character, with every unit.
+    """
+    units = _units(text, self._unit)
+    if self._spm is None:
+      return [self._ids.get(u, self.UNK_ID) for u in units]
+    # Runs of known characters go to the model; an unknown character is a
+    # piece boundary for it anyway.
+    ids = []
+    for i, run in enumerate(self._spm_unknown.split(units)):
+      if i % 2:  # an unknown character
+        ids.append(self.UNK_ID)
+      elif run:
+        ids.extend(self._spm.encode(run))
+    return ids
 
   def decode(self, ids: Iterable[int]) -> str:
     """Maps ids back to text.
@@ -333,13 +450,45 @@ class Vocabulary:
         raise ValueError(f'id {i} is outside the vocabulary (size {len(self)})')
       out.append(self.UNK_CHAR if i == self.UNK_ID else self._tokens[i])
     text = ''.join(out)
-    return compose_hangul(text) if self._unit == 'jamo' else text
+    return compose_hangul(text) if _base_unit(self._unit) == 'jamo' else text
+
+  def to_dict(self) -> dict:
+    """JSON-able description: unit, tokens, and an spm model (base64)."""
+    data = {'unit': self._unit, 'tokens': list(self._tokens)}
+    if self._spm_model is not None:
+      data['spm_model'] = base64.b64encode(self._spm_model).decode('ascii')
+    return data
+
+  @classmethod
+  def from_dict(cls, data: object) -> Vocabulary:
+    """The inverse of `to_dict`.
+
+    Raises:
+      ValueError: `data` is not such a description.
+    """
+    if (
+      not isinstance(data, dict)
+      or not isinstance(data.get('unit'), str)
+      or not isinstance(data.get('tokens'), list)
+      or not isinstance(data.get('spm_model', ''), str)
+    ):
+      raise ValueError(
+        'expected a JSON object with "unit" (string), "tokens" (list of '
+        'strings) and, for SentencePiece units, "spm_model" (base64 string)'
+      )
+    model = None
+    if 'spm_model' in data:
+      try:
+        model = base64.b64decode(data['spm_model'], validate=True)
+      except binascii.Error as e:
+        raise ValueError(f'"spm_model" is not base64: {e}') from e
+    return cls(data['tokens'], data['unit'], model)
 
   def save(self, path: str | Path) -> None:
     """Writes the vocabulary as UTF-8 JSON, one token per line."""
-    data = {'unit': self._unit, 'tokens': list(self._tokens)}
     Path(path).write_text(
-      json.dumps(data, ensure_ascii=False, indent=1) + '\n', encoding='utf-8'
+      json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + '\n',
+      encoding='utf-8',
     )
 
   @classmethod
@@ -354,20 +503,35 @@ class Vocabulary:
       data = json.loads(Path(path).read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
       raise ValueError(f'{path}: not a UTF-8 JSON vocabulary file: {e}') from e
-    if (
-      not isinstance(data, dict)
-      or not isinstance(data.get('unit'), str)
-      or not isinstance(data.get('tokens'), list)
-    ):
-      raise ValueError(
-        f'{path}: expected a JSON object with "unit" (string) and "tokens" '
-        '(list of strings)'
-      )
     try:
-      return cls(data['tokens'], data['unit'])
+      return cls.from_dict(data)
     except ValueError as e:
       raise ValueError(f'{path}: {e}') from e
 
 
+def _base_unit(unit: str) -> str:
+  """'char' or 'jamo': what a unit's tokens are made of."""
+  return 'jamo' if unit.endswith('jamo') else 'char'
+
+
 def _units(text: str, unit: str) -> str:
-  return decompose_hangul(text) if unit == 'jamo' else text
+  return decompose_hangul(text) if _base_unit(unit) == 'jamo' else text
+
+
+def _load_spm(tokens: Sequence[str], model: bytes | None):
+  """A SentencePieceProcessor whose pieces must be `tokens`."""
+  import sentencepiece
+
+  if model is None:
+    raise ValueError('SentencePiece units need their model (spm_model)')
+  processor = sentencepiece.SentencePieceProcessor()
+  try:
+    processor.LoadFromSerializedProto(model)
+  except RuntimeError as e:
+    raise ValueError(f'not a SentencePiece model: {e}') from e
+  pieces = [processor.id_to_piece(i) for i in range(len(processor))]
+  if len(pieces) <= Vocabulary.SPACE_ID or pieces[4] != _SPM_SPACE:
+    raise ValueError(f'SentencePiece piece 4 must be {_SPM_SPACE!r}')
+  if pieces[:4] + [' '] + pieces[5:] != list(tokens):
+    raise ValueError("the SentencePiece model's pieces differ from tokens")
+  return processor

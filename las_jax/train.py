@@ -136,7 +136,7 @@ def _check_resumable(
 ) -> None:
   """Refuses a workdir whose checkpoints were trained on another vocab."""
   saved = ckpt.restore_run_info()['vocab']
-  if saved != {'unit': vocab.unit, 'tokens': list(vocab.tokens)}:
+  if saved != vocab.to_dict():
     raise ValueError(
       f'{workdir / VOCAB_FILE} differs from the vocabulary of the '
       f'checkpoint at step {ckpt.latest_step()}; restore the original '
@@ -234,7 +234,7 @@ def train_and_evaluate(
     tcfg.async_checkpointing,
     run_info=dict(
       config=checkpoint.config_to_dict(config),
-      vocab={'unit': vocab.unit, 'tokens': list(vocab.tokens)},
+      vocab=vocab.to_dict(),
     ),
   )
   if ckpt.latest_step() is not None:

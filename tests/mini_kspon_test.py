@@ -1,6 +1,7 @@
 """Tests for the generated mini_kspon corpus and its trip through TFDS."""
 
 import filecmp
+import json
 import os
 import re
 import shutil
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 from las_jax import data, text
+from las_jax.data import corpus_stats, unseen_sentences
 from las_jax.data import make_mini_kspon as mk
+from las_jax.data import mini_kspon_text as mt
 
 needs_espeak = pytest.mark.skipif(
   shutil.which('espeak-ng') is None,
@@ -40,13 +43,13 @@ _PATH_RE = {
   ],
 )
 def test_sino_korean(number, reading):
-  assert mk.sino_korean(number) == reading
+  assert mt.sino_korean(number) == reading
 
 
 def test_spoken_words_and_dual_transcripts():
-  assert mk.spoken_word('6월에') == '유월에'
-  assert mk.spoken_word('30%로') == '삼십 퍼센트로'
-  clause = mk.Clause(('제1조', '국민은', '30%'))
+  assert mt.spoken_word('6월에') == '유월에'
+  assert mt.spoken_word('30%로') == '삼십 퍼센트로'
+  clause = mt.Sentence(('제1조', '국민은', '30%'))
   assert clause.transcript == '(제1조)/(제일조) 국민은 (30%)/(삼십 퍼센트)'
   assert clause.spoken == '제일조 국민은 삼십 퍼센트'
   assert text.normalize_transcript(clause.transcript) == clause.spoken
@@ -56,15 +59,152 @@ def test_spoken_words_and_dual_transcripts():
   )
 
 
-def test_corpus_clauses_are_short_clean_korean():
-  clauses = mk.corpus_clauses()
-  assert len(clauses) > 1000
-  assert len(set(clauses)) == len(clauses)
-  for clause in clauses:
-    assert re.fullmatch(r'[가-힣 ]+', clause.spoken), clause
-    syllables = len(clause.spoken.replace(' ', ''))
-    assert mk.MIN_SYLLABLES <= syllables <= mk.MAX_SYLLABLES * 1.2
-  assert sum('(' in c.transcript for c in clauses) > 100
+@pytest.mark.parametrize(
+  'stem,past',
+  [
+    ('버티', '버텼다'),  # ㅣ + 었 -> ㅕ
+    ('이루', '이뤘다'),  # ㅜ + 었 -> ㅝ
+    ('쏘', '쐈다'),  # ㅗ + 았 -> ㅘ
+    ('되', '됐다'),  # ㅚ + 었 -> ㅙ
+    ('건너', '건넜다'),  # ㅓ + 었: one ㅓ
+    ('건네', '건넸다'),
+    ('짜', '짰다'),
+    ('아프', '아팠다'),  # ㅡ drops; ㅏ after a ㅏ/ㅗ syllable
+    ('기쁘', '기뻤다'),  # ㅡ drops; ㅓ otherwise
+    ('쓰', '썼다'),
+    ('공부하', '공부했다'),
+    ('부르', None),  # 르-irregular
+    ('얇', None),  # consonant-final
+    ('뛰', None),  # ㅟ does not contract
+  ],
+)
+def test_past_tense(stem, past):
+  assert mt.past_tense(stem) == past
+
+
+def test_sources_are_short_clean_korean_clauses():
+  for clauses in (mt.law_clauses(), mt.tweet_clauses()):
+    assert len(clauses) > 1000
+    assert len(set(clauses)) == len(clauses)
+    for clause in clauses:
+      assert re.fullmatch(r'[가-힣 ]+', clause.spoken), clause
+      syllables = len(clause.key)
+      assert mt.MIN_SYLLABLES <= syllables <= mt.MAX_SYLLABLES * 1.2
+  assert sum('(' in c.transcript for c in mt.law_clauses()) > 100
+  assert len(mt.eojeols()) > 40000
+
+
+def test_clauses_drop_words_glued_to_letters():
+  doc = (
+    'dpkg를 써서 패키지를 설치합니다. ㅋㅋ그거 정말 아주 좋은 생각이에요ㅋㅋ'
+    ' 진짜로'
+  )
+  got = [c.words for c in mt._clauses([doc], 'x')]
+  # '를' belonged to dpkg, '그거' and '생각이에요' to the ㅋㅋ around them.
+  assert got == [('써서', '패키지를', '설치합니다'), ('정말', '아주', '좋은')]
+
+
+def test_profane_words_are_left_out():
+  assert mt._profane()
+  for word in mt.eojeols():
+    assert not word.startswith(mt._profane()), word
+  assert not mt._clauses(['오늘 존나 덥네요 진짜'], 'x')
+
+
+_SIZES = mk._split_sizes(3000)
+
+
+@pytest.fixture(scope='module')
+def default_text():
+  return mt.corpus_text(_SIZES, seed=0)
+
+
+def _jamo(texts):
+  return set(text.decompose_hangul(''.join(texts))) - {' '}
+
+
+def test_default_text_covers_korean_syllables(default_text):
+  assert {s: len(v) for s, v in default_text.items()} == _SIZES
+  train = mt._syllables(default_text['train'])
+  assert len(train) >= 1800
+  # Most of KS X 1001 (the measured figure is 2014 of 2350).
+  assert len(train & text.KS_X_1001_SYLLABLES) >= 1950
+  # Every lead, vowel and tail jamo: jamo units can spell any syllable.
+  leads = {chr(0x1100 + i) for i in range(19)}
+  vowels = {chr(0x1161 + i) for i in range(21)}
+  tails = {chr(0x11A8 + i) for i in range(27)}
+  spoken = [s.spoken for s in default_text['train']]
+  assert leads | vowels | tails <= _jamo(spoken)
+  sources = {s.source for s in default_text['train']}
+  assert sources == {'law', 'eojeols', 'coverage'}
+  for split in ('dev', 'eval_clean'):
+    assert {s.source for s in default_text[split]} == {'law', 'eojeols'}
+  assert {s.source for s in default_text['eval_other']} == {'tweets'}
+
+
+def test_every_utterance_is_a_few_words_of_bounded_length(default_text):
+  for sentences in default_text.values():
+    for s in sentences:
+      assert len(s.words) >= 2, s
+      assert mt.MIN_SYLLABLES <= len(s.key) <= mt.MAX_SYLLABLES * 1.2, s
+  # The last group of coverage words is topped up, never left short.
+  rng = np.random.default_rng(0)
+  for words in (['샅'], ['가나다라마바사아자', '샅']):
+    (packed,) = mt._pack(words, rng)
+    assert set(words) <= set(packed.words) and len(packed.words) >= 2
+    assert len(packed.key) >= mt.MIN_SYLLABLES + 3
+
+
+def test_no_sentence_is_in_two_splits(default_text):
+  keys = {split: {s.key for s in v} for split, v in default_text.items()}
+  for a in keys:
+    for b in keys:
+      assert a == b or not keys[a] & keys[b], (a, b)
+
+
+def test_word_sequences_never_repeat_a_sentence(monkeypatch):
+  # From two words, random sequences collide often: none may repeat, in a
+  # split or across splits.
+  monkeypatch.setattr(mt, 'eojeols', lambda: ('가나다', '라마바'))
+  sizes = dict(train=60, dev=30, eval_clean=30, eval_other=5)
+  keys = [
+    s.key
+    for split in mt.IN_DOMAIN
+    for s in mt.corpus_text(sizes, seed=0)[split]
+    if s.source == 'eojeols'
+  ]
+  assert len(keys) > 50
+  assert len(set(keys)) == len(keys)
+
+
+def test_eval_other_drops_tweets_that_train_has(default_text, monkeypatch):
+  # A tweet clause that is also a train sentence must not reach eval_other.
+  twin = default_text['train'][0]
+  tweets = (mt.Sentence(twin.words, 'tweets'), *mt.tweet_clauses())
+  monkeypatch.setattr(mt, 'tweet_clauses', lambda: tweets)
+  sizes = dict(_SIZES, eval_other=len(tweets))
+  text_again = mt.corpus_text(sizes, seed=0)
+  assert twin.key not in {s.key for s in text_again['eval_other']}
+  assert len(text_again['eval_other']) == len(tweets)
+
+
+def test_text_is_deterministic_per_seed():
+  small = dict(train=200, dev=20, eval_clean=10, eval_other=10)
+  assert mt.corpus_text(small, 3) == mt.corpus_text(small, 3)
+  assert mt.corpus_text(small, 3) != mt.corpus_text(small, 4)
+
+
+def test_unseen_sentences_are_new_text_with_new_syllables(default_text):
+  train = mt._syllables(default_text['train'])
+  sources = ''.join(
+    c.key for c in (*mt.law_clauses(), *mt.tweet_clauses())
+  ) + ''.join(mt.eojeols())
+  for sentence in unseen_sentences.SENTENCES:
+    syllables = set(sentence) - {' '}
+    assert syllables - train, sentence
+    assert ''.join(sentence.split()) not in sources
+    # Written as the corpus is: a transcript normalization leaves alone.
+    assert text.normalize_transcript(sentence) == sentence
 
 
 def test_missing_espeak_is_explained(monkeypatch, tmp_path):
@@ -94,9 +234,10 @@ def _lists(root):
   return lists
 
 
-def _clause(raw):
-  """The corpus clause of a transcript: without tags and fillers."""
-  return ' '.join(w for w in raw.split() if not re.fullmatch(r'\S/', w))
+def _sentence(raw):
+  """Normalized text of a transcript without tags and fillers or spaces."""
+  words = [w for w in raw.split() if not re.fullmatch(r'\S/', w)]
+  return ''.join(text.normalize_transcript(' '.join(words)).split())
 
 
 @needs_espeak
@@ -138,10 +279,43 @@ def test_layout_and_disjoint_splits(corpus):
     assert all(1.0 <= s <= 7.0 for s in seconds), seconds
   ids = [rel for entries in lists.values() for rel, _ in entries]
   assert len(set(ids)) == len(ids)
-  clauses = {s: {_clause(raw) for _, raw in e} for s, e in lists.items()}
-  for a in clauses:
-    for b in clauses:
-      assert a == b or not clauses[a] & clauses[b], (a, b)
+  sentences = {s: {_sentence(raw) for _, raw in e} for s, e in lists.items()}
+  for a in sentences:
+    for b in sentences:
+      assert a == b or not sentences[a] & sentences[b], (a, b)
+
+
+@needs_espeak
+def test_eval_other_is_unseen_text_the_rest_in_domain(corpus):
+  root, _ = corpus
+  lists = _lists(root)
+  seen = {_sentence(raw) for s in ('train', 'dev') for _, raw in lists[s]}
+  tweets = {c.key for c in mt.tweet_clauses()}
+  law = {c.key for c in mt.law_clauses()}
+  for _, raw in lists['eval_other']:
+    assert _sentence(raw) not in seen
+    assert _sentence(raw) in tweets
+  assert any(_sentence(raw) in law for _, raw in lists['eval_clean'])
+  assert not tweets & {_sentence(raw) for _, raw in lists['eval_clean']}
+
+
+@needs_espeak
+def test_statistics_are_written_beside_the_corpus(corpus):
+  root, durations = corpus
+  written = json.loads((root / 'corpus_stats.json').read_text())
+  sources = written.pop('sources')
+  assert written == corpus_stats.corpus_stats(root)
+  assert sum(sources['train'].values()) == len(durations['train'])
+  assert set(sources['eval_other']) == {'tweets'}
+  for split, stats in written['splits'].items():
+    assert stats['utterances'] == len(durations[split])
+    assert stats['hours'] == pytest.approx(
+      sum(durations[split]) / 3600, abs=1e-4
+    )
+  assert written['splits']['train']['in_train'] == 1.0
+  table = (root / 'corpus_stats.txt').read_text()
+  assert table.startswith('| split | utterances |')
+  assert 'KS X 1001' in table
 
 
 @needs_espeak
@@ -168,3 +342,32 @@ def test_builds_with_the_ksponspeech_builder(corpus, tmp_path):
       )
       spoken = re.sub(r'\(([^)]*)\)/\(([^)]*)\)', r'\2', spoken)
       assert normalized == spoken
+
+
+@needs_espeak
+def test_unseen_sentences_are_spoken_and_reported(tmp_path):
+  trn = unseen_sentences.speak(tmp_path)
+  lines = open(trn, encoding='utf-8').read().splitlines()
+  assert [line.split(' :: ')[1] for line in lines] == list(
+    unseen_sentences.SENTENCES
+  )
+  for line in lines:
+    pcm = np.fromfile(tmp_path / line.split(' :: ')[0], dtype='<i2')
+    assert pcm.size > 16000 and np.abs(pcm).max() > 5000
+  # decode.py's JSONL: one exact transcript, one with 1 of 22 syllables
+  # wrong (CER ignores spaces).
+  first, second = unseen_sentences.SENTENCES[:2]
+  records = [
+    dict(reference=first, hypothesis=first.replace(' ', '')),
+    dict(reference=second, hypothesis=second.replace('똠', '떰')),
+  ]
+  jsonl = tmp_path / 'decode.jsonl'
+  jsonl.write_text(
+    ''.join(json.dumps(r, ensure_ascii=False) + '\n' for r in records),
+    encoding='utf-8',
+  )
+  report = unseen_sentences.report(jsonl).split('\n\n')
+  assert report[0].endswith('CER 0.0%')
+  assert report[1] == (
+    f'reference:  {second}\ntranscript: {second.replace("똠", "떰")}\nCER 4.5%'
+  )

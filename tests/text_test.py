@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from las_jax import text
+from las_jax.data import mini_kspon_text
 from las_jax.text import Vocabulary, normalize_transcript
 
 # (raw KsponSpeech-style line, phonetic, spelling).
@@ -175,6 +176,99 @@ def test_jamo_vocabulary():
   assert vocab.decode(vocab.encode('국가')) == '국가'
 
 
+# 27 syllables that hold each of the 19 leads, 21 vowels and 27 tails.
+_ALL_JAMO = ''.join(
+  chr(0xAC00 + ((i % 19) * 21 + i % 21) * 28 + i + 1) for i in range(27)
+)
+
+
+def test_jamo_vocabulary_spells_every_hangul_syllable():
+  vocab = Vocabulary.build([_ALL_JAMO, '.'], unit='jamo')
+  assert len(vocab) == 5 + 19 + 21 + 27 + 1
+  # All 11,172 syllables, each once after every kind of neighbour: in code
+  # point order, reversed, and between spaces and other characters.
+  every = ''.join(chr(c) for c in range(0xAC00, 0xD7A4))
+  for s in (every, every[::-1], ' '.join(every), '.'.join(every)):
+    ids = vocab.encode(s)
+    assert Vocabulary.UNK_ID not in ids
+    assert vocab.decode(ids) == s
+  assert text.compose_hangul(text.decompose_hangul(every)) == every
+
+
+_TRAIN = [
+  '국민의 권리와 의무는 법률로 정한다',
+  '모든 국민은 법률이 정하는 바에 의하여 공무담임권을 가진다',
+  '국민은 법률이 정하는 바에 의하여 국방의 의무를 진다',
+  '가능할까요 가겠습니다 감사합니다',
+]
+
+
+def test_spm_jamo_learns_pieces_and_spells_every_syllable():
+  # Real text (the 1,485 clauses of the mini corpus's law source) and a
+  # word with every jamo.
+  law = [c.spoken for c in mini_kspon_text.law_clauses()]
+  vocab = Vocabulary.build([*law, _ALL_JAMO], unit='spm_jamo', max_size=300)
+  assert vocab.unit == 'spm_jamo' and len(vocab) == 300
+  assert vocab.tokens[:5] == (*Vocabulary.SPECIALS, ' ')
+  # Pieces of several jamo: sequences half as long as jamo units.
+  ids = [vocab.encode(t) for t in law]
+  jamo = sum(len(text.decompose_hangul(t)) for t in law)
+  assert sum(map(len, ids)) < 0.55 * jamo
+  assert [vocab.decode(i) for i in ids] == law
+  # Syllables the text never had, and all others, spelled from jamo.
+  every = ''.join(chr(c) for c in range(0xAC00, 0xD7A4))
+  ids = vocab.encode(every)
+  assert Vocabulary.UNK_ID not in ids
+  assert vocab.decode(ids) == every
+  assert vocab.decode(vocab.encode('똠양꿍 맛')) == '똠양꿍 맛'
+  # The same text trains the same model.
+  assert Vocabulary.build([*law, _ALL_JAMO], 'spm_jamo', 300) == vocab
+
+
+def test_spm_char_marks_each_unknown_character():
+  vocab = Vocabulary.build(_TRAIN, unit='spm_char', max_size=80)
+  ids = vocab.encode('국민은 똠똠 법률')
+  assert ids.count(Vocabulary.UNK_ID) == 2
+  assert vocab.decode(ids) == '국민은 ⁇⁇ 법률'
+  assert vocab.decode(vocab.encode(_TRAIN[1])) == _TRAIN[1]
+  # Every space is a token, as with the other units.
+  assert vocab.decode(vocab.encode(' 국민은  법률 ')) == ' 국민은  법률 '
+  assert len(vocab.encode(_TRAIN[1])) < len(_TRAIN[1])
+
+
+def test_spm_size_must_hold_every_unit():
+  with pytest.raises(ValueError, match='needs max_size .* >= 36'):
+    Vocabulary.build(_TRAIN, unit='spm_jamo')
+  with pytest.raises(
+    ValueError, match='needs max_size .* >= 36: the text.s 31'
+  ):
+    Vocabulary.build(_TRAIN, unit='spm_jamo', max_size=35)
+  with pytest.raises(ValueError, match='no text'):
+    Vocabulary.build(['', ' '], unit='spm_char', max_size=50)
+
+
+def test_spm_model_travels_with_the_vocabulary(tmp_path):
+  vocab = Vocabulary.build(_TRAIN, unit='spm_jamo', max_size=60)
+  path = tmp_path / 'vocab.txt'
+  vocab.save(path)
+  loaded = Vocabulary.load(path)
+  assert loaded == vocab
+  assert loaded.encode(_TRAIN[0]) == vocab.encode(_TRAIN[0])
+  data = vocab.to_dict()
+  tampered = dict(data, tokens=[*data['tokens'][:-1], 'ᄀᄀᄀᄀ'])
+  path.write_text(json.dumps(tampered), encoding='utf-8')
+  with pytest.raises(ValueError, match='vocab.txt: the SentencePiece model'):
+    Vocabulary.load(path)
+  for broken, message in [
+    ({k: v for k, v in data.items() if k != 'spm_model'}, 'need their model'),
+    (dict(data, spm_model='not base64!'), 'not base64'),
+    (dict(data, spm_model='AAAA'), 'not a SentencePiece model'),
+    (dict(data, unit='jamo'), 'one character'),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      Vocabulary.from_dict(broken)
+
+
 _SYLLABLES = st.characters(min_codepoint=0xAC00, max_codepoint=0xD7A3)
 
 
@@ -195,20 +289,19 @@ _MIXED = st.text(
 
 
 @settings(max_examples=200, deadline=None)
-@given(s=_MIXED, unit=st.sampled_from(['char', 'jamo']))
+@given(s=_MIXED, unit=st.sampled_from(text.UNITS))
 def test_encode_decode_round_trip(s, unit):
-  vocab = Vocabulary.build([s, '다른 문장'], unit=unit)
+  vocab = Vocabulary.build([s, '다른 문장'], unit=unit, max_size=300)
   ids = vocab.encode(s)
   assert Vocabulary.UNK_ID not in ids
   assert vocab.decode(ids) == s
 
 
 @settings(max_examples=50, deadline=None)
-@given(
-  texts=st.lists(_MIXED, max_size=5), unit=st.sampled_from(['char', 'jamo'])
-)
+@given(texts=st.lists(_MIXED, max_size=5), unit=st.sampled_from(text.UNITS))
 def test_save_load_round_trip(tmp_path_factory, texts, unit):
-  vocab = Vocabulary.build(texts, unit=unit)
+  texts = [*texts, '다른 문장']  # SentencePiece needs some text.
+  vocab = Vocabulary.build(texts, unit=unit, max_size=300)
   path = tmp_path_factory.mktemp('vocab') / 'vocab.json'
   vocab.save(path)
   loaded = Vocabulary.load(path)

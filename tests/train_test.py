@@ -184,6 +184,24 @@ def test_incompatible_workdir_is_refused(corpus, two_step_run, tmp_path):
     train_lib.train_and_evaluate(_config(corpus, train__num_steps=3), workdir)
 
 
+def test_spm_vocabulary_is_trained_once_and_kept(tmp_path):
+  config = tiny.get_config()
+  config.train.vocab_unit = 'spm_jamo'
+  config.train.vocab_max_size = 60
+  texts = ['국민의 권리와 의무는 법률로 정한다', '모든 국민은 법 앞에 평등하다']
+  source = [{'text': t.encode()} for t in texts * 5]
+  vocab = train_lib.load_or_build_vocabulary(config, tmp_path, source)
+  assert vocab.unit == 'spm_jamo'
+  assert Vocabulary.load(tmp_path / 'vocab.txt') == vocab
+  # A resumed run reads the saved model instead of training another.
+  assert train_lib.load_or_build_vocabulary(config, tmp_path, source[:1]) == (
+    vocab
+  )
+  config.train.vocab_unit = 'jamo'
+  with pytest.raises(ValueError, match="has unit 'spm_jamo' but"):
+    train_lib.load_or_build_vocabulary(config, tmp_path, source)
+
+
 def test_loss_decreases(corpus, tmp_path):
   config = _config(corpus, train__num_steps=30, train__checkpoint_every=0)
   train_lib.train_and_evaluate(config, tmp_path)

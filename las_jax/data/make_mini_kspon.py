@@ -5,52 +5,60 @@ r"""Generates `mini_kspon`, a synthetic Korean corpus in KsponSpeech layout.
   python -m las_jax.data.build --manual_dir=data/mini_kspon \
       --data_dir=data/tfds_mini
 
-Text: real Korean from konlpy's bundled corpora (the constitution and ten
-National Assembly bills), cut into short clauses. Numbers become
+Text (`mini_kspon_text`): Korean that konlpy installs. In-domain splits
+(train, dev, eval_clean): clauses of the constitution and ten National
+Assembly bills, and sequences of real Korean word forms; train also gets
+dictionary words for the rare syllables, so it spells 2,014 of the 2,350
+KS X 1001 syllables at the default size. eval_other: clauses of tweets, a source that
+gives train and dev nothing (out-of-domain text). Numbers become
 KsponSpeech dual transcriptions, `(1948년)/(천구백사십팔년)`, and some
 utterances get noise tags (`b/ n/ o/ l/`) and fillers (`어/`), so the
-transcripts exercise the same normalization as the real corpus. Every
-distinct clause belongs to exactly one split.
+transcripts exercise the same normalization as the real corpus. No
+sentence is in two splits.
 
 Audio: espeak-ng's Korean voice reads the PHONETIC form with a random voice
 variant, speed and pitch; tags get a short noise burst where they stand;
-coloured background noise is added at a random SNR (harder for
-eval_other). Output is headerless 16 kHz s16le PCM plus the corpus' CP949
-per-utterance .txt files and `scripts/{train,dev,eval_clean,eval_other}.trn`.
+coloured background noise is added at a random SNR. All splits share these
+conditions, so eval_other differs from eval_clean in its text alone.
+Output is headerless 16 kHz s16le PCM plus the corpus' CP949
+per-utterance .txt files and `scripts/{train,dev,eval_clean,eval_other}.trn`
+(written last), and the statistics of `corpus_stats` in
+`corpus_stats.{txt,json}`.
 
-The same seed gives a byte-identical corpus (with the same espeak-ng
-version): every random choice comes from a generator seeded by (seed,
-split, utterance). Needs the espeak-ng program (`apt-get install
+The same seed gives a byte-identical corpus (with the same espeak-ng and
+konlpy versions): every random choice comes from a generator seeded by
+the seed and the purpose (split, utterance). Needs the espeak-ng program (`apt-get install
 espeak-ng`); resampling happens in-process with soxr, so sox is not needed.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import io
-import math
 import os
 import re
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import soundfile as sf
 import soxr
 from absl import app, flags
 
+from las_jax.data import corpus_stats, mini_kspon_text
+from las_jax.data.mini_kspon_text import Sentence
+
 SAMPLE_RATE = 16000
-# Split -> share of the distinct clauses and of the utterances.
+# Split -> share of the utterances.
 SPLIT_SHARES = {
   'train': 0.8,
   'dev': 0.1,
   'eval_clean': 0.05,
   'eval_other': 0.05,
 }
-# Clause length bounds in Hangul syllables of the spoken form: espeak-ng
-# reads Korean at about 4-5 syllables/s, so this gives roughly 1-6 s.
-MIN_SYLLABLES, MAX_SYLLABLES = 5, 20
 # espeak-ng Korean voice variants (`ko+VARIANT`) that stay intelligible.
 VOICES = (
   'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7',
@@ -61,124 +69,11 @@ FILLERS = ('어', '음', '아')
 # Folders as in the corpus: 1000 utterances each, 124 folders per archive.
 _PER_FOLDER, _FOLDERS_PER_ARCHIVE = 1000, 124
 
-_SINO_DIGITS = '영일이삼사오육칠팔구'
-_SINO_UNITS = ('', '십', '백', '천')
-_SINO_GROUPS = ('', '만', '억', '조')
-# Months whose Sino-Korean reading drops a final consonant.
-_MONTHS = {'6월': '유월', '10월': '시월'}
-_WORD_RE = re.compile(r'^[가-힣0-9%]+$')
-# Item markers of the bills' lists ('... 가', '... 나'), not words.
-_LIST_MARKERS = frozenset('가나다라마바사아')
-
-
-def sino_korean(number: int) -> str:
-  """Reads an integer in [0, 10^16) in Sino-Korean: 1948 -> 천구백사십팔."""
-  if number == 0:
-    return '영'
-  out, group = [], 0
-  while number:
-    number, part = divmod(number, 10000)
-    if part:
-      digits = []
-      for place in range(3, -1, -1):
-        d = part // 10**place % 10
-        if d:
-          # 십, 백, 천 alone mean one of them; 만 alone too (not 일만).
-          one = d == 1 and (place > 0 or (group == 1 and part == 1))
-          digits.append(('' if one else _SINO_DIGITS[d]) + _SINO_UNITS[place])
-      out.append(''.join(digits) + _SINO_GROUPS[group])
-    group += 1
-  return ''.join(reversed(out))
-
-
-def spoken_word(word: str) -> str:
-  """The spoken (phonetic) form of a word with digits or '%'."""
-  for month, reading in _MONTHS.items():
-    if word.startswith(month):
-      return reading + word[len(month) :]
-  word = re.sub(r'\d+', lambda m: sino_korean(int(m.group())), word)
-  return word.replace('%', ' 퍼센트').strip()
-
 
 @dataclasses.dataclass(frozen=True)
-class Clause:
-  """A clause of corpus text: its words as written and as spoken."""
+class SpeechJob:
+  """One utterance to speak: text, voice, noise, and where it goes."""
 
-  words: tuple[str, ...]
-
-  @property
-  def spoken(self) -> str:
-    return ' '.join(spoken_word(w) for w in self.words)
-
-  @property
-  def transcript(self) -> str:
-    """KsponSpeech-style: `(spelling)/(phonetic)` where the two differ."""
-    return ' '.join(
-      w if spoken_word(w) == w else f'({w})/({spoken_word(w)})'
-      for w in self.words
-    )
-
-
-def _documents() -> list[str]:
-  from konlpy.corpus import kobill, kolaw
-
-  docs = [kolaw.open('constitution.txt').read()]
-  for name in sorted(kobill.fileids()):
-    bill = kobill.open(name).read()
-    # Keep the prose: from the reasons to the old/new comparison table.
-    start = max(bill.find('제안이유'), 0)
-    end = re.search(r'신\s*·\s*구조문대비표', bill)
-    bill = bill[start : end.start() if end else len(bill)]
-    lines = [
-      line
-      for line in bill.splitlines()
-      if line.strip() and not re.fullmatch(r'[\s\d-]*', line)
-    ]
-    # The bills are hard-wrapped, often mid-word: a line ending without a
-    # space continues the word on the next line.
-    docs.append(''.join(lines))
-  return docs
-
-
-def _chunks(words: list[str]) -> list[list[str]]:
-  """Cuts a word list into near-equal runs of at most MAX_SYLLABLES."""
-  sizes = [len(spoken_word(w).replace(' ', '')) for w in words]
-  n = math.ceil(sum(sizes) / MAX_SYLLABLES)
-  target, chunks, current, length = sum(sizes) / n, [], [], 0
-  for word, size in zip(words, sizes, strict=True):
-    if current and length + size > max(target, size) * 1.15:
-      chunks.append(current)
-      current, length = [], 0
-    current.append(word)
-    length += size
-  return chunks + [current]
-
-
-def corpus_clauses() -> list[Clause]:
-  """All distinct usable clauses of konlpy's kolaw + kobill, sorted."""
-  clauses = set()
-  for doc in _documents():
-    # Anything but Hangul, digits, '%' and spaces ends a clause ('·' joins
-    # listed nouns, so it only separates words).
-    for piece in re.split(r'[^가-힣0-9% ]+', doc.replace('·', ' ')):
-      words = [w for w in piece.split() if _WORD_RE.match(w)]
-      if len(words) < 2 or any(len(w) > 12 for w in words):
-        continue
-      for chunk in _chunks(words):
-        syllables = [len(spoken_word(w).replace(' ', '')) for w in chunk]
-        # Spaced-out table headings ('연 도 구 분') are not sentences.
-        if (
-          len(chunk) >= 2
-          and chunk[-1] not in _LIST_MARKERS
-          and MIN_SYLLABLES <= sum(syllables) <= MAX_SYLLABLES * 1.2
-          and sum(s == 1 for s in syllables) * 2 < len(chunk)
-        ):
-          clauses.add(Clause(tuple(chunk)))
-  return sorted(clauses, key=lambda c: c.words)
-
-
-@dataclasses.dataclass(frozen=True)
-class _Job:
   path: str
   spoken: str
   lead_burst: bool
@@ -190,9 +85,9 @@ class _Job:
   seed: tuple[int, ...]
 
 
-def _utterance(clause: Clause, rng: np.random.Generator, hard: bool):
+def _utterance(sentence: Sentence, rng: np.random.Generator):
   """Draws annotations and voice; returns (transcript, job fields)."""
-  words, spoken = [clause.transcript], [clause.spoken]
+  words, spoken = [sentence.transcript], [sentence.spoken]
   if rng.random() < 0.1:
     filler = str(rng.choice(FILLERS))
     words.insert(0, f'{filler}/')
@@ -208,9 +103,9 @@ def _utterance(clause: Clause, rng: np.random.Generator, hard: bool):
     lead_burst=lead,
     trail_burst=trail,
     voice=str(rng.choice(VOICES)),
-    speed=int(rng.integers(190, 240) if hard else rng.integers(160, 210)),
+    speed=int(rng.integers(160, 210)),
     pitch=int(rng.integers(20, 80)),
-    snr_db=float(rng.uniform(5, 12) if hard else rng.uniform(12, 35)),
+    snr_db=float(rng.uniform(12, 35)),
   )
   return ' '.join(words), fields
 
@@ -223,8 +118,12 @@ def _coloured_noise(rng: np.random.Generator, n: int) -> np.ndarray:
   return noise / max(float(np.sqrt(np.mean(noise**2))), 1e-9)
 
 
-def _synthesize(job: _Job) -> float:
-  """Speaks, mixes and writes one utterance; returns its duration in s."""
+def synthesize(job: SpeechJob) -> float:
+  """Speaks, mixes and writes one utterance; returns its duration in s.
+
+  The output is headerless 16 kHz s16le PCM at `job.path`. Every random
+  choice (pauses, bursts, noise colour, gain) comes from `job.seed`.
+  """
   cmd = ['espeak-ng', '-v', f'ko+{job.voice}', '-s', str(job.speed)]
   cmd += ['-p', str(job.pitch), '--stdout', job.spoken]
   wav = subprocess.run(cmd, capture_output=True, check=True).stdout
@@ -296,7 +195,7 @@ def make_mini_kspon(
   seed: int = 0,
   workers: int = 2,
 ) -> dict[str, list[float]]:
-  """Writes the corpus; returns the audio durations (s) per split.
+  """Writes the corpus and its statistics; returns the audio durations.
 
   Args:
     out_dir: output directory; must be empty or absent.
@@ -313,43 +212,44 @@ def make_mini_kspon(
   if os.path.isdir(out_dir) and os.listdir(out_dir):
     raise FileExistsError(f'{out_dir}: output directory is not empty')
   check_tools()
-  clauses = corpus_clauses()
-  order = np.random.default_rng(seed).permutation(len(clauses))
-  sizes = _split_sizes(num_utterances)
-  jobs, lists, start, numbers = [], {}, 0, {'kspon': 0, 'eval': 0}
-  for split_index, (split, share) in enumerate(SPLIT_SHARES.items()):
-    # Each split owns a disjoint block of clauses; a split with more
-    # utterances than clauses reads them again with other voices.
-    count = max(1, round(len(clauses) * share))
-    own = [clauses[i] for i in order[start : start + count]]
-    start += count
+  sentences = mini_kspon_text.corpus_text(_split_sizes(num_utterances), seed)
+  jobs, lists, numbers = [], {}, {'kspon': 0, 'eval': 0}
+  for split_index, split in enumerate(SPLIT_SHARES):
     lines = []
-    for j in range(sizes[split]):
+    for j, sentence in enumerate(sentences[split]):
       rng = np.random.default_rng([seed, split_index, j])
-      transcript, fields = _utterance(
-        own[j % len(own)], rng, hard=split == 'eval_other'
-      )
+      transcript, fields = _utterance(sentence, rng)
       group = 'eval' if split.startswith('eval') else 'kspon'
       numbers[group] += 1
       rel = _relative_path(split, numbers[group])
-      lines.append(f'{rel} :: {transcript}')
+      lines.append((rel, transcript))
       path = os.path.join(out_dir, rel)
       seed_tuple = (seed, split_index, j, 1)
-      jobs.append(_Job(path=path, seed=seed_tuple, **fields))
+      jobs.append(SpeechJob(path=path, seed=seed_tuple, **fields))
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path[:-4] + '.txt', 'w', encoding='cp949') as f:
         f.write(transcript + '\n')
     lists[split] = lines
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    durations = list(pool.map(_synthesize, jobs))
-  os.makedirs(os.path.join(out_dir, 'scripts'), exist_ok=True)
+    durations = list(pool.map(synthesize, jobs))
   result, offset = {}, 0
+  for split, lines in lists.items():
+    result[split] = durations[offset : offset + len(lines)]
+    offset += len(lines)
+  stats = corpus_stats.split_stats(
+    {split: [t for _, t in lines] for split, lines in lists.items()}, result
+  )
+  stats['sources'] = {
+    split: dict(collections.Counter(s.source for s in sentences[split]))
+    for split in SPLIT_SHARES
+  }
+  corpus_stats.write_stats(stats, out_dir)
+  # The lists last: their presence marks a complete corpus.
+  os.makedirs(os.path.join(out_dir, 'scripts'), exist_ok=True)
   for split, lines in lists.items():
     path = os.path.join(out_dir, 'scripts', f'{split}.trn')
     with open(path, 'w', encoding='utf-8') as f:
-      f.write(''.join(line + '\n' for line in lines))
-    result[split] = durations[offset : offset + len(lines)]
-    offset += len(lines)
+      f.write(''.join(f'{rel} :: {t}\n' for rel, t in lines))
   return result
 
 
@@ -363,6 +263,7 @@ _WORKERS = flags.DEFINE_integer('workers', 2, 'Parallel espeak-ng processes.')
 def main(argv: list[str]) -> None:
   if len(argv) != 2:
     raise app.UsageError('Usage: make_mini_kspon OUT_DIR [--flags]')
+  start = time.time()
   durations = make_mini_kspon(
     argv[1], _NUM_UTTERANCES.value, _SEED.value, _WORKERS.value
   )
@@ -371,6 +272,9 @@ def main(argv: list[str]) -> None:
       f'{split}: {len(secs)} utterances, {sum(secs) / 60:.1f} min, '
       f'{min(secs):.1f}-{max(secs):.1f} s each'
     )
+  with open(os.path.join(argv[1], 'corpus_stats.txt')) as f:
+    print('\n' + f.read(), end='')
+  print(f'\nWrote {argv[1]} in {time.time() - start:.0f} s.')
 
 
 if __name__ == '__main__':
