@@ -3,8 +3,9 @@
   python train.py --config configs/kspon.py --workdir runs/kspon
 
 VGG extractor, 3-layer BiLSTM 512 listener, 2-layer LSTM 1024 speller with
-4-head attention, dropout 0.3 (KoSpeech's vocabulary of 2000 characters and
-label smoothing 0.1 live in the data/train sections).
+4-head attention, dropout 0.3, and a CTC head trained jointly with weight
+0.3 (KoSpeech's joint CTC-attention LAS; its vocabulary of 2000 characters
+and label smoothing 0.1 live in the data/train sections).
 """
 
 from configs import default
@@ -33,4 +34,7 @@ def get_config():
   model.decoder_layers = 2
   model.attention = 'multi-head'
   model.num_heads = 4
+  # Joint CTC-attention training (KoSpeech's joint config: 0.3); decoding
+  # then uses one-pass joint CTC/attention beam search (decode.ctc_mode).
+  model.ctc_weight = 0.3
   return config
