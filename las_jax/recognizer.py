@@ -171,23 +171,35 @@ class Recognizer:
     return int(self.config.features.sample_rate)
 
   def load(
-    self, item: AudioInput, sample_rate: int | None = None
+    self,
+    item: AudioInput,
+    sample_rate: int | None = None,
+    name: str | None = None,
   ) -> np.ndarray:
     """Reads a file or converts an array to the model's int16 mono samples.
 
+    Conversions that change the signal (clipping, int16-scale floats, a
+    container in a .pcm file...) are reported as `audio.AudioWarning`s.
+
     Args:
-      item: an audio file path, or samples shaped [N] or [N, channels]:
-        int16, or float in [-1, 1].
+      item: an audio file path, or samples shaped [N], [N, channels] or
+        [channels, N] (at most `audio.MAX_CHANNELS`): int16, or float in
+        [-1, 1].
       sample_rate: rate of an array input in Hz (default: the model's).
+      name: how messages refer to an array input (default 'array').
 
     Raises:
-      audio.AudioError: the file cannot be read.
-      ValueError: the array has the wrong shape or dtype.
+      audio.AudioError: the file cannot be read, or the array has an
+        ambiguous shape, a wrong dtype or non-finite samples.
     """
     if isinstance(item, (str, os.PathLike)):
       return audio.read_audio(item, self.sample_rate)
+    name = name or 'array'
     return audio.to_mono(
-      np.asarray(item), sample_rate or self.sample_rate, self.sample_rate
+      audio.channels_last(np.asarray(item), name),
+      sample_rate or self.sample_rate,
+      self.sample_rate,
+      name=name,
     )
 
   def prepare(self, samples_N: np.ndarray, name: str) -> np.ndarray:
@@ -239,7 +251,7 @@ class Recognizer:
       for i, item in enumerate(inputs):
         path = isinstance(item, (str, os.PathLike))
         name = os.fspath(item) if path else f'array {i}'
-        yield i, self.prepare(self.load(item, sample_rate), name)
+        yield i, self.prepare(self.load(item, sample_rate, name), name)
 
     results: list[Any] = [None] * len(inputs)
     for i, hyps in self.decode_stream(prepared()):

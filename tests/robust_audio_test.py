@@ -1,0 +1,298 @@
+"""Audio that used to be misread silently (issue 14, items 1-9).
+
+Every input is generated here (espeak-ng speech, numpy, soundfile) and the
+right value is known: a converted file must give exactly the samples of its
+PCM16 original; a file that cannot be used must be refused by name; a
+conversion that changes the signal must be reported by name.
+"""
+
+import io
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from configs import default, tiny
+from las_jax import audio, models
+from las_jax.recognizer import Recognizer
+
+SR = 16000
+
+
+@pytest.fixture(scope='module')
+def speech():
+  """Korean speech by espeak-ng: 16 kHz int16, peak at half scale."""
+  wav = subprocess.run(
+    ['espeak-ng', '-v', 'ko', '--stdout', '입증 책임을 다하는 사람'],
+    capture_output=True,
+    check=True,
+  ).stdout
+  x, rate = sf.read(io.BytesIO(wav), dtype='float32')
+  x = soxr.resample(x, rate, SR)
+  return np.round(x / np.max(np.abs(x)) * 16384).astype(np.int16)
+
+
+def _read(path, **kwargs):
+  """read_audio's samples and the warnings it gave."""
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    out = audio.read_audio(path, **kwargs)
+  return out, [str(w.message) for w in caught]
+
+
+def _config(model=None, **fields):
+  config = default.get_config() if model is None else model.get_config()
+  for dotted, value in fields.items():
+    *path, name = dotted.split('__')
+    node = config
+    for key in path:
+      node = node[key]
+    node[name] = value
+  return config
+
+
+def _recognizer(**fields):
+  """A Recognizer for `prepare` only: shapes, no weights, nothing compiled."""
+  from flax import nnx
+
+  from las_jax.text import Vocabulary
+
+  config = _config(tiny, **fields)
+  vocab = Vocabulary.build(['가나다'])
+  model = nnx.eval_shape(
+    lambda: models.build_model(config.model, len(vocab), nnx.Rngs(0))
+  )
+  return Recognizer(model, config, vocab)
+
+
+# --------------------------------------------- 1. float samples, 16 kHz --
+
+FLOAT_FILES = [
+  ('WAV', 'FLOAT', 'wav'),
+  ('WAV', 'DOUBLE', 'wav'),
+  ('W64', 'FLOAT', 'w64'),
+  ('RF64', 'DOUBLE', 'rf64'),
+  ('AIFF', 'FLOAT', 'aiff'),
+  ('CAF', 'FLOAT', 'caf'),
+  ('AU', 'DOUBLE', 'au'),
+  ('FLAC', 'PCM_24', 'flac'),
+  ('WAV', 'PCM_32', 'wav'),
+]
+
+
+@pytest.mark.parametrize('fmt,subtype,ext', FLOAT_FILES)
+def test_float_files_at_16k_mono_give_the_pcm16_samples(
+  tmp_path, speech, fmt, subtype, ext
+):
+  path = tmp_path / f'a.{ext}'
+  sf.write(path, speech / 32768, SR, format=fmt, subtype=subtype)
+  out, notes = _read(path)
+  np.testing.assert_array_equal(out, speech)
+  assert notes == []
+
+
+def test_float_arrays_give_the_pcm16_samples(speech):
+  for dtype in (np.float32, np.float64):
+    np.testing.assert_array_equal(
+      audio.to_mono((speech / 32768).astype(dtype), SR), speech
+    )
+
+
+def test_manifest_build_stores_float_audio_as_its_pcm16_samples(
+  tmp_path, speech
+):
+  from las_jax import data
+
+  corpus = tmp_path / 'corpus'
+  corpus.mkdir()
+  sf.write(corpus / 'f.wav', speech / 32768, SR, subtype='FLOAT')
+  sf.write(corpus / 'i.wav', speech, SR, subtype='PCM_16')
+  (corpus / 'train.tsv').write_text('f.wav\t가나\ni.wav\t다라\n')
+  builder = data.build_dataset('manifest', tmp_path / 'tfds', corpus, 'none')
+  source = builder.as_data_source('train')
+  for i in range(2):
+    np.testing.assert_array_equal(source[i]['audio'], speech)
+  assert data.read_skipped(builder.data_dir, 'train') == []
+
+
+# ------------------------------------------------- 2. past full scale --
+
+
+def _clipped(x):
+  return np.clip(np.round(x * 32768), -32768, 32767).astype(np.int16)
+
+
+@pytest.mark.parametrize('rate,channels', [(SR, 1), (44100, 2), (8000, 1)])
+def test_past_full_scale_is_clipped_never_wrapped(tmp_path, rate, channels):
+  t = np.arange(rate) / rate
+  x = 1.6 * np.sin(2 * np.pi * 200 * t)  # +4 dBFS
+  x = np.stack([x] * channels, 1) if channels > 1 else x
+  path = tmp_path / 'loud.wav'
+  sf.write(path, x.astype(np.float32), rate, subtype='FLOAT')
+  out, notes = _read(path)
+  mono = x.mean(1) if channels > 1 else x
+  if rate == SR:
+    np.testing.assert_array_equal(out, _clipped(mono))
+  else:
+    # Resampled: the same rule after soxr, so the crests sit at the rails.
+    assert out.max() == 32767 and out.min() == -32768
+  # The sign of every sample follows the signal (a wrap-around flips it).
+  reference = _clipped(soxr.resample(mono, rate, SR) if rate != SR else mono)
+  agree = np.sign(out.astype(int)) == np.sign(reference.astype(int))
+  assert agree[np.abs(reference) > 1000].all()
+  [note] = notes
+  assert str(path) in note and 'past full scale' in note
+  assert 'clipped' in note and '+4.1 dBFS' in note
+
+
+def test_loud_vorbis_is_clipped_like_its_float_decode(tmp_path, speech):
+  path = tmp_path / 'loud.ogg'
+  sf.write(path, speech / 32768 * 2.5, SR, format='OGG', subtype='VORBIS')
+  decoded, rate = sf.read(path, dtype='float32')  # libsndfile's decode.
+  assert rate == SR and np.abs(decoded).max() > 1.0
+  out, notes = _read(path)
+  np.testing.assert_array_equal(out, _clipped(decoded))
+  assert len(notes) == 1 and 'past full scale' in notes[0]
+
+
+# ------------------------------------------ 3. content vs. extension --
+
+
+@pytest.mark.parametrize(
+  'fmt,subtype,ext',
+  [
+    ('WAV', 'PCM_16', 'wav'),
+    ('WAV', 'FLOAT', 'wav'),
+    ('FLAC', 'PCM_16', 'flac'),
+    ('OGG', 'VORBIS', 'ogg'),
+    ('W64', 'PCM_16', 'w64'),
+    ('RF64', 'PCM_16', 'rf64'),
+    ('AIFF', 'PCM_16', 'aiff'),
+    ('CAF', 'PCM_16', 'caf'),
+    ('AU', 'PCM_16', 'au'),
+    ('NIST', 'PCM_16', 'sph'),
+    ('MP3', 'MPEG_LAYER_III', 'mp3'),
+  ],
+)
+@pytest.mark.parametrize('lie', ['pcm', 'raw'])
+def test_containers_named_pcm_are_read_as_containers(
+  tmp_path, speech, fmt, subtype, ext, lie
+):
+  stereo = np.stack([speech, speech // 2], 1) / 32768
+  honest, liar = tmp_path / f'a.{ext}', tmp_path / f'a.{lie}'
+  sf.write(honest, stereo, 44100, format=fmt, subtype=subtype)
+  liar.write_bytes(honest.read_bytes())
+  expected, _ = _read(honest)
+  out, notes = _read(liar)
+  np.testing.assert_array_equal(out, expected)
+  assert notes == [
+    f'{liar}: content is {fmt}, not headerless PCM as the .{lie} '
+    f'extension says; read as {fmt}'
+  ]
+
+
+def test_headerless_pcm_is_never_taken_for_a_container(tmp_path):
+  # Near-silent starts hold -1 (FF FF, an MPEG frame sync) and other byte
+  # patterns; loud ones anything. None may look like a container.
+  rng = np.random.default_rng(0)
+  for scale in (1, 2, 30, 3000, 30000):
+    for _ in range(200):
+      x = np.round(rng.normal(0, scale, 4096)).clip(-32768, 32767)
+      assert audio.sniff_container(x.astype('<i2').tobytes()) is None
+  path = tmp_path / 'a.pcm'
+  x = np.full(SR, -1, np.int16)
+  x[::3] = 0
+  path.write_bytes(x.astype('<i2').tobytes())
+  out, notes = _read(path)
+  np.testing.assert_array_equal(out, x)
+  assert notes == []
+
+
+def test_a_container_under_another_containers_extension_is_named(
+  tmp_path, speech
+):
+  path = tmp_path / 'a.wav'
+  sf.write(path, speech, SR, format='FLAC', subtype='PCM_16')
+  out, notes = _read(path)
+  np.testing.assert_array_equal(out, speech)
+  assert notes == [
+    f'{path}: content is FLAC, not what the .wav extension says; read as FLAC'
+  ]
+
+
+# ------------------------------------------------ 4. channels first --
+
+
+def test_channels_first_arrays_are_read_like_channels_last():
+  rng = np.random.default_rng(1)
+  for channels in (1, 2, 6, 8):
+    x_NxC = rng.uniform(-0.5, 0.5, (44100, channels)).astype(np.float32)
+    np.testing.assert_array_equal(
+      audio.to_mono(audio.channels_last(x_NxC.T), 44100),
+      audio.to_mono(audio.channels_last(x_NxC), 44100),
+    )
+  mono = rng.uniform(-0.5, 0.5, 1000).astype(np.float32)
+  assert audio.channels_last(mono[None]).shape == (1000, 1)
+
+
+def test_recognizer_reads_channels_first_arrays():
+  rng = np.random.default_rng(2)
+  x_NxC = rng.uniform(-0.5, 0.5, (44100, 2)).astype(np.float32)
+  rec = _recognizer()
+  channels_first = rec.load(x_NxC.T, 44100)
+  np.testing.assert_array_equal(channels_first, rec.load(x_NxC, 44100))
+  assert channels_first.shape == (16000,)  # Not 2 samples.
+  with pytest.raises(audio.AudioError, match='array: cannot tell channels'):
+    rec.load(np.zeros((16, 16000), np.float32))
+
+
+@pytest.mark.parametrize('shape', [(4, 4), (16, 16000), (16000, 16), (2, 2, 9)])
+def test_ambiguous_array_shapes_are_refused_with_their_shape(shape):
+  with pytest.raises(audio.AudioError, match='array 3') as info:
+    audio.channels_last(np.zeros(shape, np.float32), 'array 3')
+  assert str(shape) in str(info.value)
+
+
+# --------------------------------------- 5. float range, non-finite --
+
+
+def test_int16_scale_float_arrays_are_rescaled_with_a_warning(speech):
+  notes = []
+  out = audio.to_mono(
+    speech.astype(np.float32), SR, name='array 0', warn=notes.append
+  )
+  np.testing.assert_array_equal(out, speech)
+  [note] = notes
+  assert note.startswith('array 0: float samples reach 16384')
+  assert 'int16-scale values and divided by 32768' in note
+
+
+def test_int16_scale_float_files_too(tmp_path, speech):
+  path = tmp_path / 'scaled.wav'
+  sf.write(path, speech.astype(np.float32), SR, subtype='FLOAT')
+  out, notes = _read(path)
+  np.testing.assert_array_equal(out, speech)
+  assert len(notes) == 1 and 'int16-scale' in notes[0]
+  assert str(path) in notes[0]
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused_by_name(tmp_path, speech, bad):
+  x = (speech / 32768).astype(np.float32)
+  x[[10, 500]] = bad
+  with pytest.raises(audio.AudioError, match='array 2: 2 of') as info:
+    audio.to_mono(x, SR, name='array 2')
+  assert 'not finite' in str(info.value)
+  path = tmp_path / 'nan.wav'
+  sf.write(path, x, SR, subtype='FLOAT')
+  with pytest.raises(audio.AudioError, match='not finite') as info:
+    audio.read_audio(path)
+  assert str(path) in str(info.value)
+
+
+def test_beyond_any_scale_is_refused():
+  with pytest.raises(audio.AudioError, match='beyond both'):
+    audio.to_mono(np.array([0.0, 1e6, -3.0], np.float32), SR)
