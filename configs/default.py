@@ -44,7 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
   inp.audio_buckets_s = (2.0, 4.0, 6.0, 8.0, 11.0, 15.0, 20.0)
   # Padded target lengths in tokens (EOS included), same rules as above.
   inp.token_buckets = (32, 64, 128, 256)
-  # Trim leading/trailing silence (KoSpeech del_silence) before bucketing.
+  # Trim leading/trailing silence before bucketing (audio.trim_silence:
+  # KoSpeech's top_db rule, but never interior pauses or quiet speech).
   inp.trim_silence = True
   # Silence threshold in dB below peak for trimming (KoSpeech: 30).
   inp.trim_top_db = 30

@@ -40,6 +40,9 @@ MAX_CHANNELS = 8
 # Float peaks above this are read as int16-scale values (divided by 32768);
 # up to it, as [-1, 1] audio that went past full scale (clipped).
 INT16_SCALE_PEAK = 2.0
+# An input whose mean-removed peak stays below this is silent (-60 dBFS,
+# 32 on the int16 scale): constant (DC) signals and dither noise.
+SILENCE_PEAK_DBFS = -60.0
 
 # libsndfile major formats (`soundfile.available_formats()` keys) and the
 # extensions that name them. RF64 and NIST SPHERE files often keep `.wav`
@@ -421,26 +424,82 @@ def read_audio(
 # ------------------------------------------------------------- silence --
 
 
-def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
-  """Drops the silent stretches of a signal (KoSpeech's `del_silence`).
+def is_silent(samples_N: np.ndarray) -> bool:
+  """Whether an int16 signal is silence: its mean-removed peak < -60 dBFS.
 
-  Frames quieter than `top_db` below the loudest frame are silent
-  (`librosa.effects.split`); the non-silent intervals are concatenated.
+  Removing the mean makes a constant (DC) signal silent, as it sounds.
+  """
+  if samples_N.size == 0:
+    return True
+  x = samples_N.astype(np.float64)
+  peak = float(np.max(np.abs(x - x.mean())))
+  return peak < 32768 * 10 ** (SILENCE_PEAK_DBFS / 20)
+
+
+# Frames of the silence decision: librosa.effects.trim's defaults, which
+# KoSpeech's del_silence (librosa.effects.split) uses.
+_TRIM_FRAME, _TRIM_HOP = 2048, 512
+# Noise floor: this percentile of the frame powers, but no lower than
+# _TRIM_FLOOR_DBFS; a frame within _TRIM_MARGIN_DB of it is background.
+_TRIM_FLOOR_PERCENTILE = 10
+_TRIM_FLOOR_DBFS = -100.0
+_TRIM_MARGIN_DB = 10.0
+# Identifies the trimming rule in caches of trimmed lengths.
+TRIM_RULE = 'edges, top_db and noise floor, v2'
+
+
+def _frame_powers(x_N: np.ndarray) -> np.ndarray:
+  """Mean square per centered frame, each frame's own mean removed.
+
+  librosa.feature.rms's frames (2048 samples every 512, centered, zero
+  padding, divided by 2048), so a zero-mean signal gets its values; a
+  constant offset, in part of a file or all of it, adds nothing.
+  """
+  half = _TRIM_FRAME // 2
+  pad = np.zeros(half)
+  sums = [
+    np.concatenate([[0.0], np.cumsum(np.concatenate([pad, v, pad]))])
+    for v in (np.ones_like(x_N), x_N, x_N * x_N)
+  ]
+  starts = np.arange(0, x_N.size + 1, _TRIM_HOP)
+  ends = starts + _TRIM_FRAME
+  count, total, squares = (c[ends] - c[starts] for c in sums)
+  return (squares - total**2 / count) / _TRIM_FRAME
+
+
+def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
+  """Drops leading and trailing silence; never anything in between.
+
+  KoSpeech's `del_silence` keeps the frames within `top_db` of the loudest
+  frame and concatenates them, deleting interior pauses and any speech 30
+  dB below a beep, click or nearer talker elsewhere in the file. Here a
+  frame is silent only when it is both `top_db` below the loudest frame
+  (KoSpeech's rule) and within 10 dB of the background level (the 10th
+  percentile of frame powers, at least -100 dBFS), frame powers taken
+  with each frame's mean removed (a DC offset is no sound). The result
+  runs from the first non-silent frame to the last, as
+  `librosa.effects.trim` does with 2048-sample frames and a 512 hop.
 
   Args:
     samples_N: int16 (or float) mono signal.
     top_db: threshold below the peak frame power, in dB.
 
   Returns:
-    The non-silent samples, same dtype as the input.
+    A slice of the input (same dtype); empty when every frame is silent.
   """
-  import librosa  # Deferred: importing librosa costs about a second.
-
   if samples_N.size == 0:
     return samples_N
-  intervals_Kx2 = librosa.effects.split(
-    samples_N.astype(np.float32), top_db=top_db
+  scale = 32768.0 if samples_N.dtype == np.int16 else 1.0
+  power_F = _frame_powers(samples_N.astype(np.float64) / scale)
+  below_peak_F = power_F <= power_F.max() * 10 ** (-top_db / 10)
+  floor = max(
+    float(np.percentile(power_F, _TRIM_FLOOR_PERCENTILE)),
+    10 ** (_TRIM_FLOOR_DBFS / 10),
   )
-  if intervals_Kx2.size == 0:
+  background_F = power_F <= floor * 10 ** (_TRIM_MARGIN_DB / 10)
+  kept = np.flatnonzero(~(below_peak_F & background_F))
+  if kept.size == 0:
     return samples_N[:0]
-  return np.concatenate([samples_N[s:e] for s, e in intervals_Kx2])
+  start = kept[0] * _TRIM_HOP
+  end = min(samples_N.size, (kept[-1] + 1) * _TRIM_HOP)
+  return samples_N[start:end]

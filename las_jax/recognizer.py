@@ -27,6 +27,7 @@ import collections
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -36,7 +37,15 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from las_jax import audio, ctc, decoding, features, input_pipeline, restore
+from las_jax import (
+  audio,
+  ctc,
+  decoding,
+  features,
+  input_pipeline,
+  models,
+  restore,
+)
 from las_jax.text import Vocabulary
 
 AudioInput = str | os.PathLike | np.ndarray
@@ -110,6 +119,7 @@ class Recognizer:
     self.has_ctc_head = self.is_ctc_model or config.model.ctc_weight > 0
     self.ctc_weight = self._resolve_ctc_weight(ctc_weight)
     self._compiled: dict[tuple[int, int], Any] = {}
+    self.min_samples = min_samples(config)
     # Seconds spent compiling, so callers can report it apart from decoding.
     self.compile_seconds = 0.0
 
@@ -203,22 +213,51 @@ class Recognizer:
     )
 
   def prepare(self, samples_N: np.ndarray, name: str) -> np.ndarray:
-    """Trims silence as training did; rejects silent input.
+    """Trims silence as training did; rejects silent or too short input.
+
+    Silence is judged on the mean-removed signal (`audio.is_silent`), so
+    a constant offset is silent too. Trimming removes only leading and
+    trailing silence (`audio.trim_silence`) and warns (`AudioWarning`)
+    when it removes more than half of the input.
 
     Raises:
-      audio.AudioError: nothing but silence (naming `name`).
+      audio.AudioError: silence, or fewer samples than one encoder frame
+        needs (`min_samples`) before or after trimming (naming `name`).
     """
-    if not np.any(samples_N):
-      raise audio.AudioError(f'{name}: audio is silent (all samples zero)')
+    if audio.is_silent(samples_N):
+      raise audio.AudioError(
+        f'{name}: audio is silent (its peak, mean removed, is below '
+        f'{audio.SILENCE_PEAK_DBFS:.0f} dBFS)'
+      )
+    self._check_length(samples_N, name, '')
     inp = self.config.input
     if inp.trim_silence:
-      samples_N = audio.trim_silence(samples_N, inp.trim_top_db)
-      if samples_N.size == 0:
+      trimmed_N = audio.trim_silence(samples_N, inp.trim_top_db)
+      if trimmed_N.size == 0:
         raise audio.AudioError(
           f'{name}: nothing left after trimming silence (top_db '
           f'{inp.trim_top_db})'
         )
+      self._check_length(trimmed_N, name, ' after trimming silence')
+      if trimmed_N.size < samples_N.size / 2:
+        rate = self.sample_rate
+        warnings.warn(
+          f'{name}: trimming silence kept {trimmed_N.size / rate:.2f} s of '
+          f'{samples_N.size / rate:.2f} s',
+          audio.AudioWarning,
+          stacklevel=2,
+        )
+      samples_N = trimmed_N
     return samples_N
+
+  def _check_length(self, samples_N: np.ndarray, name: str, when: str):
+    if samples_N.size < self.min_samples:
+      rate = self.sample_rate
+      raise audio.AudioError(
+        f'{name}: {1000 * samples_N.size / rate:.0f} ms of audio{when}, '
+        f'shorter than the {1000 * self.min_samples / rate:.0f} ms one '
+        'encoder frame needs'
+      )
 
   # ----------------------------------------------------------- decoding --
 
@@ -434,6 +473,20 @@ class Recognizer:
         blank_id=Vocabulary.PAD_ID,
       )
     return nbest.tokens, nbest.lengths, nbest.scores
+
+
+def min_samples(config: ml_collections.ConfigDict) -> int:
+  """Fewest samples that give one encoder frame (and one STFT window).
+
+  VGG (time / 4) on a 10 ms hop needs 4 feature frames, 30 ms; each
+  pyramid layer doubles that; DeepSpeech2 needs one frame. Never less than
+  one analysis window (`features.frame_length_ms`).
+  """
+  n_fft, hop = features.stft_params(config.features)
+  frames = 1  # features.frame_lengths: 1 + n // hop frames for n samples.
+  while models.encoder_lengths(config.model, frames) < 1:
+    frames += 1
+  return max(n_fft, (frames - 1) * hop)
 
 
 def _never_special(step_fn):

@@ -17,7 +17,7 @@ import soxr
 
 from configs import default, tiny
 from las_jax import audio, models
-from las_jax.recognizer import Recognizer
+from las_jax.recognizer import Recognizer, min_samples
 
 SR = 16000
 
@@ -296,3 +296,182 @@ def test_non_finite_samples_are_refused_by_name(tmp_path, speech, bad):
 def test_beyond_any_scale_is_refused():
   with pytest.raises(audio.AudioError, match='beyond both'):
     audio.to_mono(np.array([0.0, 1e6, -3.0], np.float32), SR)
+
+
+# --------------------------------------------------- 6. too short --
+
+
+@pytest.mark.parametrize(
+  'config,samples',
+  [
+    (_config(), 480),  # VGG: 4 frames of 10 ms, 30 ms.
+    (_config(tiny), 1120),  # ... and one pyramid layer: 8 frames.
+    (_config(model__name='deepspeech2', model__extractor='ds2'), 320),
+    (_config(features__frame_shift_ms=20), 960),
+  ],
+)
+def test_min_samples_give_exactly_one_encoder_frame(config, samples):
+  from las_jax import features
+
+  assert min_samples(config) == samples
+  frames = features.frame_lengths(
+    np.array([samples - 1, samples]), config.features
+  )
+  fewer, enough = models.encoder_lengths(config.model, frames)
+  n_fft, _ = features.stft_params(config.features)
+  # One encoder frame; one sample less gives none, or less than a window.
+  assert enough >= 1 and (fewer == 0 or samples == n_fft)
+
+
+@pytest.mark.parametrize(
+  'name,extractor', [('las', 'vgg'), ('deepspeech2', 'ds2')]
+)
+def test_encoder_lengths_are_what_the_models_compute(name, extractor):
+  import jax
+  import jax.numpy as jnp
+  from flax import nnx
+
+  config = _config(
+    tiny,
+    model__name=name,
+    model__extractor=extractor,
+    model__vgg_channels=(2, 2),
+    model__encoder_hidden=2,
+    model__encoder_layers=3,
+    model__pyramid_layers=(0, 2),
+    model__input_dim=8,
+  )
+  frames_B = np.array([1, 3, 4, 7, 8, 15, 16, 17, 31, 33])
+
+  @jax.jit  # One program builds and runs the model: fast on a CPU.
+  def encoded_lengths(frames_B):
+    model = models.build_model(config.model, 10, nnx.Rngs(0))
+    feats = jnp.ones((frames_B.size, 33, 8), jnp.float32)
+    return model.encode(feats, frames_B).enc_lengths_B
+
+  np.testing.assert_array_equal(
+    encoded_lengths(frames_B), models.encoder_lengths(config.model, frames_B)
+  )
+
+
+def test_too_short_input_is_refused_before_and_after_trimming(speech):
+  rec = _recognizer(
+    model__encoder_layers=3, model__pyramid_layers=(0, 1, 2)
+  )  # 32 frames: 310 ms.
+  assert rec.min_samples == 4960
+  with pytest.raises(
+    audio.AudioError, match=r'short: 300 ms of audio, shorter'
+  ):
+    rec.prepare(speech[:4800], 'short')
+  blip = np.zeros(2 * SR, np.int16)
+  blip[SR : SR + 800] = speech[8000:8800]
+  with pytest.raises(
+    audio.AudioError, match=r'blip: \d+ ms of audio after trimming silence'
+  ):
+    rec.prepare(blip, 'blip')
+
+
+# ---------------------------------------------------- 7. trimming --
+
+
+def _slice_of(whole, part):
+  """Start of `part` inside `whole` (a slice of it), else None."""
+  for start in range(whole.size - part.size + 1):
+    if whole[start] == part[0] and np.array_equal(
+      whole[start : start + part.size], part
+    ):
+      return start
+  return None
+
+
+def _librosa_trim(x):
+  """KoSpeech's top_db trim of `x` alone: (start, end) in samples.
+
+  Compare within one 512-sample hop: frames start at the file's start.
+  """
+  import librosa  # The reference; deferred, a slow import.
+
+  return librosa.effects.trim(x.astype(np.float32), top_db=30)[1]
+
+
+def test_trimming_keeps_speech_far_below_a_beep(speech):
+  rng = np.random.default_rng(0)
+  t = np.arange(int(0.1 * SR)) / SR
+  beep = np.round(32000 * np.sin(2 * np.pi * 1000 * t)).astype(np.int16)
+  quiet = (speech // 40).astype(np.int16)  # 38 dB below the beep.
+  gap, tail = np.zeros(int(0.3 * SR), np.int16), np.zeros(SR // 2, np.int16)
+  signal = np.concatenate([gap, beep, gap, quiet, tail])
+  signal += rng.integers(-2, 3, signal.size).astype(np.int16)
+  out = audio.trim_silence(signal, top_db=30)
+  start = _slice_of(signal, out)
+  # The beep is kept, and of the quiet speech at least what trimming it
+  # alone keeps (KoSpeech's rule deletes all of it: 30 dB below the beep).
+  speech_start = signal.size - quiet.size - tail.size
+  _, hi = _librosa_trim(signal[speech_start:])
+  assert start <= gap.size
+  assert start + out.size >= speech_start + hi - 512
+
+
+def test_trimming_never_drops_interior_pauses(speech):
+  pause = np.zeros(SR, np.int16)
+  edge = np.zeros(SR // 4, np.int16)
+  signal = np.concatenate([edge, speech, pause, speech // 50, edge])
+  out = audio.trim_silence(signal, top_db=30)
+  start = _slice_of(signal, out)
+  assert start is not None  # A slice: nothing inside was removed.
+  first_lo, _ = _librosa_trim(speech)
+  _, last_hi = _librosa_trim(speech // 50)
+  assert start <= edge.size + first_lo + 512
+  end = edge.size + speech.size + pause.size + last_hi
+  assert start + out.size >= end - 512
+
+
+def test_trimming_matches_librosa_trim_where_that_is_safe(speech):
+  edge = np.zeros(SR // 2, np.int16)
+  signal = np.concatenate([edge, speech, edge])
+  lo, hi = _librosa_trim(signal)
+  out = audio.trim_silence(signal, top_db=30)
+  start = _slice_of(signal, out)
+  # KoSpeech's top_db frames (librosa), plus at most one 512-sample hop
+  # kept on each side where a frame is 30 dB down but above the floor.
+  assert lo - 512 <= start <= lo
+  assert hi <= start + out.size <= hi + 512
+
+
+def test_a_trim_that_removes_most_of_the_input_warns(speech):
+  rec = _recognizer(input__trim_silence=True)
+  silence = np.zeros(2 * SR, np.int16)
+  signal = np.concatenate([silence, speech, silence])
+  with pytest.warns(audio.AudioWarning, match=r'^clip: trimming silence kept'):
+    out = rec.prepare(signal, 'clip')
+  start = _slice_of(signal, out)
+  lo, hi = _librosa_trim(speech)
+  assert start <= silence.size + lo + 512
+  assert start + out.size >= silence.size + hi - 512
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    rec.prepare(np.concatenate([silence[:SR], speech]), 'mostly speech')
+
+
+# --------------------------------------------------- 8. DC silence --
+
+
+def test_constant_and_dithered_offsets_are_silence(speech):
+  rng = np.random.default_rng(0)
+  for offset in (0, 1000, -20000):
+    dc = np.full(SR, offset, np.int16)
+    dither = dc + rng.integers(-3, 4, SR).astype(np.int16)
+    assert audio.is_silent(dc) and audio.is_silent(dither)
+  assert not audio.is_silent(speech + np.int16(3000))
+  rec = _recognizer(input__trim_silence=True)
+  with pytest.raises(audio.AudioError, match='dc: audio is silent'):
+    rec.prepare(np.full(SR, 1000, np.int16), 'dc')
+
+
+def test_trimming_ignores_a_dc_offset(speech):
+  edge = np.zeros(SR // 2, np.int16)
+  signal = np.concatenate([edge, speech, edge])
+  out = audio.trim_silence(signal, top_db=30)
+  shifted = audio.trim_silence(signal + np.int16(5000), top_db=30)
+  assert _slice_of(signal, out) == _slice_of(signal + np.int16(5000), shifted)
+  assert out.size == shifted.size < signal.size - SR // 2
