@@ -12,10 +12,12 @@ or stereo), directories (searched recursively), KsponSpeech .trn lists
 dataset. Prints `id<TAB>hypothesis` lines, writes a JSONL file (default
 <workdir>/decode/<name>.jsonl) and a summary with CER/WER/sWER and the
 real-time factor. Unreadable or silent files are reported and skipped.
+JAX options are flags too (`--jax_platforms=cpu`).
 """
 
 import sys
 
+import jax
 from absl import app, flags, logging
 
 from las_jax import transcribe
@@ -99,4 +101,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
+  jax.config.config_with_absl()
   app.run(main)

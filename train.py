@@ -7,9 +7,11 @@
 Rerunning the same command with the same --workdir resumes from the latest
 checkpoint. Multi-host: set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
 JAX_PROCESS_ID on every host (or --config.train.distributed=True where JAX
-detects the cluster itself).
+detects the cluster itself). JAX options are flags (`--jax_platforms=cpu`,
+`--jax_debug_nans`).
 """
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -29,4 +31,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  jax.config.config_with_absl()
   app.run(main)

@@ -32,6 +32,12 @@ def get_config() -> ml_collections.ConfigDict:
   data.dev_split = 'dev'
   # Split used for the final test.
   data.test_split = 'eval_clean'
+  # Output units of the vocabulary built from the train transcripts: 'char'
+  # (KoSpeech) or 'jamo' (Hangul letters).
+  data.vocab_unit = 'char'
+  # Vocabulary size cap, specials and space included (KoSpeech: 2000); the
+  # rarest units become <unk>. None = keep every unit.
+  data.vocab_max_size = 2000
 
   # -------------------------------------------------- input (pipeline) --
   config.input = inp = ml_collections.ConfigDict()
@@ -104,8 +110,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = model = ml_collections.ConfigDict()
   # Model family: 'las' (attention encoder-decoder) or 'deepspeech2' (CTC).
   model.name = 'las'
-  # Feature bins per frame fed to the extractor (= log-mel bins).
-  model.input_dim = 80
+  # Feature bins per frame fed to the extractor: always features.num_mels
+  # (a reference to it; setting either sets both).
+  model.input_dim = feats.get_ref('num_mels')
   # Conv front end: 'vgg' (time / 4, KoSpeech LAS) or 'ds2' (time / 2).
   model.extractor = 'vgg'
   # VGG conv channels (first block, second block); KoSpeech: (64, 128).
@@ -144,12 +151,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = train = ml_collections.ConfigDict()
   # Total optimizer steps (a resumed run continues up to this step).
   train.num_steps = 200_000
-  # Output units of the vocabulary built from the train transcripts: 'char'
-  # (KoSpeech) or 'jamo' (Hangul letters).
-  train.vocab_unit = 'char'
-  # Vocabulary size cap, specials and space included (KoSpeech: 2000); the
-  # rarest units become <unk>. None = keep every unit.
-  train.vocab_max_size = 2000
   # Devices in the `data` mesh; 0 = all (must be 0 in multi-host runs).
   train.num_devices = 0
   # Call jax.distributed.initialize() with cluster auto-detection (TPU pods,

@@ -83,21 +83,21 @@ def load_or_build_vocabulary(
   process 0 writes it, atomically, so a later resumption loads it.
 
   Raises:
-    ValueError: the saved vocabulary's unit is not `config.train.vocab_unit`.
+    ValueError: the saved vocabulary's unit is not `config.data.vocab_unit`.
   """
   path = workdir / VOCAB_FILE
-  unit = config.train.vocab_unit
+  unit = config.data.vocab_unit
   if path.exists():
     vocab = Vocabulary.load(path)
     if vocab.unit != unit:
       raise ValueError(
-        f'{path} has unit {vocab.unit!r} but config.train.vocab_unit is '
+        f'{path} has unit {vocab.unit!r} but config.data.vocab_unit is '
         f'{unit!r}; use a new --workdir or the original config'
       )
     return vocab
   start = time.time()
   vocab = Vocabulary.build(
-    _transcripts(train_source), unit, config.train.vocab_max_size
+    _transcripts(train_source), unit, config.data.vocab_max_size
   )
   logging.info(
     'Built %r from %d transcripts in %.1f s.',

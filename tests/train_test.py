@@ -43,12 +43,11 @@ RUN = {
   'input.token_buckets': (64,),
   'input.num_threads': 0,
   'features.num_mels': 8,
-  'model.input_dim': 8,
   'train.lr_schedule': 'constant',
   'train.peak_lr': 3e-3,
   'train.teacher_forcing_steps': 20,
   'train.min_teacher_forcing_ratio': 0.8,
-  'train.vocab_max_size': None,
+  'data.vocab_max_size': None,
   'train.log_every': 1,
   'train.eval_every': 0,
   'train.eval_utterances': 2,
@@ -277,7 +276,7 @@ def _cli(workdir, overrides, env=None):
 def _cli_overrides(corpus, **extra):
   run = {k: v for k, v in RUN.items() if v is not None}
   run['data.manual_dir'], run['data.data_dir'] = corpus
-  run['train.vocab_max_size'] = 1000  # CLI can't set None; no cap here.
+  run['data.vocab_max_size'] = 1000  # CLI can't set None; no cap here.
   return {**run, **extra}
 
 
