@@ -9,6 +9,7 @@ conversion that changes the signal must be reported by name.
 import io
 import subprocess
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ import soundfile as sf
 import soxr
 
 from configs import default, tiny
-from las_jax import audio, models
+from las_jax import audio, decode_inputs, models
 from las_jax.recognizer import Recognizer, min_samples
 
 SR = 16000
@@ -475,3 +476,41 @@ def test_trimming_ignores_a_dc_offset(speech):
   shifted = audio.trim_silence(signal + np.int16(5000), top_db=30)
   assert _slice_of(signal, out) == _slice_of(signal + np.int16(5000), shifted)
   assert out.size == shifted.size < signal.size - SR // 2
+
+
+# --------------------------------------------------- 9. directories --
+
+
+def test_directories_take_every_readable_extension(tmp_path, speech):
+  written = {
+    'a.wav': ('WAV', 'PCM_16'),
+    'b.wave': ('WAV', 'PCM_16'),
+    'c.aif': ('AIFF', 'PCM_16'),
+    'd.aiff': ('AIFF', 'PCM_24'),
+    'e.mp3': ('MP3', 'MPEG_LAYER_III'),
+    'f.opus': ('OGG', 'OPUS'),
+    'g.oga': ('OGG', 'VORBIS'),
+    'h.caf': ('CAF', 'PCM_16'),
+    'sub/i.W64': ('W64', 'PCM_16'),
+    'sub/j.au': ('AU', 'PCM_16'),
+    'sub/k.sph': ('NIST', 'PCM_16'),
+    'sub/l.flac': ('FLAC', 'PCM_16'),
+  }
+  for name, (fmt, subtype) in written.items():
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    sf.write(tmp_path / name, speech, SR, format=fmt, subtype=subtype)
+  speech.astype('<i2').tofile(tmp_path / 'm.pcm')
+  for name in ('notes.txt', 'list.json', 'sub/x.json', '.DS_Store', 'v.mat'):
+    (tmp_path / name).write_text('not audio')
+  found, passed_over = decode_inputs.find_audio_files(str(tmp_path))
+  names = sorted(Path(p).relative_to(tmp_path).as_posix() for p in found)
+  assert names == sorted([*written, 'm.pcm'])
+  assert passed_over == {'.txt': 1, '.json': 2, '': 1, '.mat': 1}
+  for path in found:  # Each one reads, with no complaint.
+    out, notes = _read(path)
+    assert out.size > SR // 2 and notes == []
+  _, _, [note] = decode_inputs.path_items([str(tmp_path)])
+  assert note == (
+    f'{tmp_path}: 5 file(s) not read, their extension is not an audio '
+    'format: 2 .json, 1 (no extension), 1 .mat, 1 .txt'
+  )
