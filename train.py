@@ -5,9 +5,9 @@
       --config.train.num_steps=2000
 
 Rerunning the same command with the same --workdir resumes from the latest
-checkpoint. Multi-host: set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-JAX_PROCESS_ID on every host (or --config.train.distributed=True where JAX
-detects the cluster itself).
+checkpoint (a finished run exits at once). Multi-host: set
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID on every host
+(or --config.train.distributed=True where JAX detects the cluster itself).
 
 The console shows the progress bar, evaluation summaries, warnings and
 errors; library logs (INFO and up) go to <workdir>/train.log, and to the

@@ -122,7 +122,12 @@ class Checkpointer:
     """
     workdir = Path(workdir).absolute()
     self._run_info = run_info
-    options = dict(create=True, enable_async_checkpointing=async_save)
+    # A save killed midway leaves a temporary directory; clean it up.
+    options = dict(
+      create=True,
+      enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=True,
+    )
     self._latest = ocp.CheckpointManager(
       workdir / 'checkpoints',
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, **options),
@@ -158,15 +163,26 @@ class Checkpointer:
     return ocp.args.Composite(**items)
 
   def save(self, step: int, state: Any, data_state: Any) -> None:
-    """Saves `state` (a pytree of arrays) and the iterator state at `step`."""
-    if self._latest.latest_step() == step:
-      return  # Already saved (e.g. interval save followed by the final one).
+    """Saves `state` (a pytree of arrays) and the iterator state at `step`.
+
+    Idempotent: a step already saved (by this run, or by a run killed
+    after saving it) is left as it is; training is deterministic, so it
+    holds the same values.
+    """
+    if step in self._latest.all_steps():
+      return
     self._latest.save(step, args=self._args(state, data_state), force=True)
 
   def save_best(
     self, step: int, state: Any, data_state: Any, dev_cer: float
   ) -> None:
-    """Offers the step to the best-CER manager (kept if CER is lowest)."""
+    """Offers the step to the best-CER manager (kept if CER is lowest).
+
+    Idempotent like `save`: a rerun that repeats an evaluation offers the
+    step again; if it was kept, it is there already.
+    """
+    if step in self._best.all_steps():
+      return
     self._best.save(
       step,
       args=self._args(state, data_state),

@@ -11,8 +11,15 @@ workdir's latest checkpoint when there is one:
 4. the replicated state and the compiled steps (`train_state`, `steps`);
 5. the loop: a tqdm bar, metrics to JSONL and TensorBoard every
    `log_every` steps, dev loss/CER and alignment plots every `eval_every`
-   steps (`evaluate`), checkpoints every `checkpoint_every` steps, at the
-   end and on SIGTERM/SIGINT (`checkpoint`).
+   steps and at the end (`evaluate`), checkpoints every `checkpoint_every`
+   steps, at the end and on SIGTERM/SIGINT (`checkpoint`).
+
+A run killed at any point reruns cleanly with the same command: at a step
+that has both, the evaluation (and its best-checkpoint save) comes before
+the checkpoint, so a checkpoint at step s means everything due at s is
+done, and a rerun resumes after it (a finished run exits at once); a rerun
+that repeats an evaluation finds its best checkpoint saved already
+(`Checkpointer` saves are idempotent).
 """
 
 import copy
@@ -246,11 +253,14 @@ def train_and_evaluate(
     saved, data_state = ckpt.restore(abstract_checkpointed(state))
     state = state.with_checkpointed(saved)
     train_iter.set_state(data_state)
-    logging.info('Resumed from step %d.', ckpt.latest_step())
   step = int(parallel.fetch(state.step))
 
   writer = logging_utils.MetricWriter(workdir)
   progress = logging_utils.Progress(step, tcfg.num_steps, tcfg.progress_bar)
+  if step >= tcfg.num_steps:
+    progress.write(f'{workdir} finished at step {step}: nothing to do.')
+  elif step:
+    progress.write(f'Resumed from step {step}.')
 
   def save():
     ckpt.save(step, state.checkpointed(), train_iter.get_state())
@@ -265,12 +275,12 @@ def train_and_evaluate(
       vocab,
       steps.ctc_weight(config),
     )
+    ckpt.save_best(
+      step, state.checkpointed(), train_iter.get_state(), results['dev/cer']
+    )
     writer.scalars(step, results)
     eval_lib.write_eval_outputs(
       writer, workdir, step, examples, tcfg.plot_utterances
-    )
-    ckpt.save_best(
-      step, state.checkpointed(), train_iter.get_state(), results['dev/cer']
     )
     progress.write(
       f'step {step}: '
@@ -301,15 +311,14 @@ def train_and_evaluate(
           utt_s=metrics['train/utterances_per_s'],
         )
         pending, t0 = [], time.perf_counter()
-      if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0:
-        save()
-      if tcfg.eval_every and step % tcfg.eval_every == 0:
+      last = step == tcfg.num_steps
+      # Evaluation first: a checkpoint at a step implies its evaluation.
+      if last or (tcfg.eval_every and step % tcfg.eval_every == 0):
         run_eval()
-    if step >= tcfg.num_steps and (
-      not tcfg.eval_every or step % tcfg.eval_every
-    ):
-      run_eval()
-    save()
+      if last or (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0):
+        save()
+    if stop.requested:
+      save()
   ckpt.close()
   progress.close()
   writer.close()
