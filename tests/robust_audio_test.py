@@ -203,6 +203,12 @@ def test_headerless_pcm_is_never_taken_for_a_container(tmp_path):
     for _ in range(200):
       x = np.round(rng.normal(0, scale, 4096)).clip(-32768, 32767)
       assert audio.sniff_container(x.astype('<i2').tobytes()) is None
+  # One valid MPEG-1 layer III frame header (FF FB 90 64: 128 kbit/s,
+  # 44.1 kHz) at the start of PCM, where the next frame would begin.
+  header = np.frombuffer(b'\xff\xfb\x90\x64', '<i2')
+  x = np.round(rng.normal(0, 3000, 4096)).astype('<i2')
+  x[:2] = header
+  assert audio.sniff_container(x.tobytes()) is None
   path = tmp_path / 'a.pcm'
   x = np.full(SR, -1, np.int16)
   x[::3] = 0
@@ -405,6 +411,7 @@ def test_trimming_keeps_speech_far_below_a_beep(speech):
   signal += rng.integers(-2, 3, signal.size).astype(np.int16)
   out = audio.trim_silence(signal, top_db=30)
   start = _slice_of(signal, out)
+  assert start is not None  # A slice: nothing inside was removed.
   # The beep is kept, and of the quiet speech at least what trimming it
   # alone keeps (KoSpeech's rule deletes all of it: 30 dB below the beep).
   speech_start = signal.size - quiet.size - tail.size
