@@ -6,13 +6,16 @@ r"""Transcribes audio with a trained model; scores it when references exist.
   python decode.py --workdir runs/kspon --split=eval_other --batch_size=64
   python decode.py --checkpoint runs/kspon/checkpoints/20000 --audio a.pcm
 
-Inputs: audio files (WAV, FLAC, OGG, headerless 16 kHz PCM; any rate, mono
-or stereo), directories (searched recursively), KsponSpeech .trn lists
-(`path :: transcript`, references known) or a split of the run's TFDS
-dataset. Prints `id<TAB>hypothesis` lines, writes a JSONL file (default
-<workdir>/decode/<name>.jsonl) and a summary with CER/WER/sWER, the
-real-time factor and how many hypotheses look like loops. Unreadable or
-silent files are reported and skipped.
+Inputs: audio files (WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, CAF, ...,
+headerless 16 kHz PCM; any rate, channel count and sample format),
+directories (searched recursively for every extension the audio reader
+reads), KsponSpeech .trn lists (`path :: transcript`, references known) or
+a split of the run's TFDS dataset. Prints `id<TAB>hypothesis` lines, writes
+a JSONL file (default <workdir>/decode/<name>.jsonl) and a summary with
+CER/WER/sWER, the real-time factor and how many hypotheses look like
+loops. Unreadable, silent or too short files are reported and skipped,
+conversions worth knowing are reported as warnings, one line per file
+each; the exit status is 0 when at least one input was decoded. JAX options are flags too (`--jax_platforms=cpu`).
 
 LAS with a CTC head decodes with one-pass joint CTC/attention beam search
 by default (--ctc_mode, --ctc_weight); --lm_workdir fuses a language model
@@ -24,6 +27,7 @@ trained by train.py (--lm_weight):
 
 import sys
 
+import jax
 from absl import app, flags, logging
 
 from las_jax import transcribe
@@ -108,7 +112,7 @@ def main(argv: list[str]) -> None:
     # (orbax) would bury them. --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
   try:
-    transcribe.decode(
+    summary = transcribe.decode(
       workdir=_WORKDIR.value,
       which=_WHICH.value,
       checkpoint=_CHECKPOINT.value,
@@ -130,7 +134,10 @@ def main(argv: list[str]) -> None:
   except (ValueError, FileNotFoundError) as e:
     # Bad arguments or a missing run: a message, not a traceback.
     sys.exit(f'decode.py: {e}')
+  if not summary.utterances:
+    sys.exit('decode.py: no input could be decoded')
 
 
 if __name__ == '__main__':
+  jax.config.config_with_absl()
   app.run(main)

@@ -32,6 +32,16 @@ def get_config() -> ml_collections.ConfigDict:
   data.dev_split = 'dev'
   # Split used for the final test.
   data.test_split = 'eval_clean'
+  # Output units of the vocabulary built from the train transcripts: 'char'
+  # (KoSpeech), 'jamo' (Hangul letters: spell any syllable), or SentencePiece
+  # unigram subwords over either, 'spm_char' / 'spm_jamo' (trained on the
+  # train words when the run starts, saved in the run's vocab.txt).
+  data.vocab_unit = 'char'
+  # Vocabulary size cap, specials and space included (KoSpeech: 2000); the
+  # rarest units become <unk>. None = keep every unit. For 'spm_*' the
+  # model's size, required, at least the train text's distinct characters
+  # (or jamo) + 5.
+  data.vocab_max_size = 2000
   # A run directory whose vocab.txt this run uses instead of building one
   # from the train transcripts: a language model for shallow fusion must
   # share its recognizer's units. '' = build from the train split.
@@ -52,7 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   inp.audio_buckets_s = (2.0, 4.0, 6.0, 8.0, 11.0, 15.0, 20.0)
   # Padded target lengths in tokens (EOS included), same rules as above.
   inp.token_buckets = (32, 64, 128, 256)
-  # Trim leading/trailing silence (KoSpeech del_silence) before bucketing.
+  # Trim leading/trailing silence before bucketing (audio.trim_silence:
+  # KoSpeech's top_db rule, but never interior pauses or quiet speech).
   inp.trim_silence = True
   # Silence threshold in dB below peak for trimming (KoSpeech: 30).
   inp.trim_top_db = 30
@@ -112,8 +123,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Model family: 'las' (attention encoder-decoder), 'deepspeech2' (CTC) or
   # 'lstm_lm' (a language model over a recognizer's units, for fusion).
   model.name = 'las'
-  # Feature bins per frame fed to the extractor (= log-mel bins).
-  model.input_dim = 80
+  # Feature bins per frame fed to the extractor: always features.num_mels
+  # (a reference to it; setting either sets both).
+  model.input_dim = feats.get_ref('num_mels')
   # Conv front end: 'vgg' (time / 4, KoSpeech LAS) or 'ds2' (time / 2).
   model.extractor = 'vgg'
   # VGG conv channels (first block, second block); KoSpeech: (64, 128).
@@ -156,16 +168,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.train = train = ml_collections.ConfigDict()
   # Total optimizer steps (a resumed run continues up to this step).
   train.num_steps = 200_000
-  # Output units of the vocabulary built from the train transcripts: 'char'
-  # (KoSpeech), 'jamo' (Hangul letters: spell any syllable), or SentencePiece
-  # unigram subwords over either, 'spm_char' / 'spm_jamo' (trained on the
-  # train words when the run starts, saved in the run's vocab.txt).
-  train.vocab_unit = 'char'
-  # Vocabulary size cap, specials and space included (KoSpeech: 2000); the
-  # rarest units become <unk>. None = keep every unit. For 'spm_*' the
-  # model's size, required, at least the train text's distinct characters
-  # (or jamo) + 5.
-  train.vocab_max_size = 2000
   # Devices in the `data` mesh; 0 = all (must be 0 in multi-host runs).
   train.num_devices = 0
   # Call jax.distributed.initialize() with cluster auto-detection (TPU pods,

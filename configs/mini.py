@@ -43,7 +43,6 @@ def get_config():
   config.input.token_buckets = (24, 40)
 
   model = config.model
-  model.input_dim = 40
   model.vgg_channels = (8, 16)
   model.encoder_hidden = 128
   model.encoder_layers = 2

@@ -1,14 +1,31 @@
-"""Reading speech audio as 16 kHz mono int16, and silence trimming.
+"""Reading speech audio as 16 kHz mono int16; silence and edge trimming.
 
 KsponSpeech ships headerless PCM (16 kHz, signed 16-bit little-endian,
-mono); users bring WAV/FLAC at any rate and channel count (KoSpeech issue
-#179: 44.1 kHz stereo input failed). Everything that reads audio in las_jax
-goes through `read_audio`, so every model sees the same representation.
+mono); users bring WAV/FLAC/MP3/Ogg... at any rate, channel count and
+sample format (KoSpeech issue #179: 44.1 kHz stereo input failed).
+Everything that reads audio in las_jax goes through `read_audio` (files) or
+`to_mono` (arrays), so every model sees the same representation, made by
+one rule whatever the rate, channel count or format:
+
+1. samples as float: integer formats divided by their full scale (int16 by
+   32768, exactly as libsndfile does), floating-point formats as stored;
+2. non-finite samples (NaN, Inf) refuse the input, naming it;
+3. floats whose peak exceeds 2 (6 dB over full scale) are int16-scale
+   values and are divided by 32768, with a warning; samples past full
+   scale are counted and clipped, with a warning;
+4. channels averaged, soxr HQ resampling, rounding to int16 with clipping.
+
+Problems that do not stop a file are reported as `AudioWarning`s naming
+it, through Python's `warnings` unless the caller passes a `warn`
+callback (the dataset builders do, to log them per utterance).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 import soundfile as sf
@@ -18,18 +35,177 @@ import soxr
 PCM_EXTENSIONS = ('.pcm', '.raw')
 # KsponSpeech's PCM rate; headerless files carry no rate of their own.
 PCM_SAMPLE_RATE = 16000
+# Most channels an array may have; more makes [C, N] vs [N, C] ambiguous.
+MAX_CHANNELS = 8
+# Float peaks above this are read as int16-scale values (divided by 32768);
+# up to it, as [-1, 1] audio that went past full scale (clipped).
+INT16_SCALE_PEAK = 2.0
+# An input whose mean-removed peak stays below this is silent (-60 dBFS,
+# 32 on the int16 scale): constant (DC) signals and dither noise.
+SILENCE_PEAK_DBFS = -60.0
+
+# libsndfile major formats (`soundfile.available_formats()` keys) and the
+# extensions that name them. RF64 and NIST SPHERE files often keep `.wav`
+# (TIMIT). Left out: MAT4/MAT5 (`.mat` is MATLAB data), HTK (`.htk` files
+# are usually features), XI/SDS (instrument dumps), MPC2K (`.mpc` is also
+# Musepack) and RAW (headerless; see PCM_EXTENSIONS).
+FORMAT_EXTENSIONS = {
+  'WAV': ('.wav', '.wave'),
+  'WAVEX': ('.wav', '.wave'),
+  'RF64': ('.rf64', '.wav'),
+  'W64': ('.w64',),
+  'AIFF': ('.aif', '.aiff', '.aifc'),
+  'AU': ('.au', '.snd'),
+  'CAF': ('.caf',),
+  'FLAC': ('.flac',),
+  'OGG': ('.ogg', '.oga', '.opus'),
+  'MP3': ('.mp3',),
+  'NIST': ('.sph', '.nist', '.wav'),
+  'VOC': ('.voc',),
+  'IRCAM': ('.sf',),
+  'AVR': ('.avr',),
+  'SVX': ('.8svx', '.16sv', '.iff', '.svx'),
+  'PAF': ('.paf',),
+  'PVF': ('.pvf',),
+  'SD2': ('.sd2',),
+  'WVE': ('.wve',),
+}
+
+# Container signatures at the start of a file: (offset, bytes, format).
+_MAGIC = (
+  (0, b'RIFF', 'WAV'),
+  (0, b'RIFX', 'WAV'),
+  (0, b'RF64', 'RF64'),
+  (0, b'BW64', 'RF64'),
+  (0, b'riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00', 'W64'),
+  (0, b'fLaC', 'FLAC'),
+  (0, b'OggS', 'OGG'),
+  (0, b'caff', 'CAF'),
+  (0, b'.snd', 'AU'),
+  (0, b'dns.', 'AU'),
+  (0, b'NIST_1A', 'NIST'),
+  (0, b'Creative Voice File', 'VOC'),
+)
+# FORM chunks: the form type at offset 8 tells AIFF from Amiga IFF.
+_FORM_TYPES = {b'AIFF': 'AIFF', b'AIFC': 'AIFF', b'8SVX': 'SVX', b'16SV': 'SVX'}
+# Bytes read to sniff a container (three MPEG frames fit in it).
+_SNIFF_BYTES = 4096
+
+Warn = Callable[[str], None]
 
 
 class AudioError(ValueError):
-  """An audio file is unreadable, corrupt or empty."""
+  """An audio input is unreadable, corrupt, empty, silent or too short."""
 
 
-def _pcm_samples(path: str) -> np.ndarray:
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-  except OSError as e:
-    raise AudioError(f'{path}: cannot read audio file: {e}') from e
+class AudioWarning(UserWarning):
+  """An audio input was read, but not as it claimed to be (see message)."""
+
+
+def _default_warn(message: str) -> None:
+  warnings.warn(message, AudioWarning, stacklevel=3)
+
+
+# ------------------------------------------------------ container sniffing --
+
+# MPEG audio frame header fields (ISO 11172-3 / 13818-3), kbit/s by
+# (version is MPEG-1, layer) and sample rates by version.
+_MPEG_BITRATES = {
+  (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+  (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+  (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+  (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+  (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+  (False, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}  # fmt: skip
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000)}
+_MPEG_RATES[0] = (11025, 12000, 8000)  # MPEG-2.5
+
+
+# Consecutive MPEG frame headers that identify MP3 without an ID3 tag.
+_MPEG_FRAMES = 3
+
+
+def _mpeg_frame(head: bytes, at: int) -> tuple[int, tuple] | None:
+  """(frame length, header id) of a layer II/III frame at `at`, or None.
+
+  Layer I is left out: its sync word is FF Fx, two bytes that the int16
+  sample -1 (FF FF) of near-silent PCM already matches.
+  """
+  if len(head) < at + 4 or head[at] != 0xFF or head[at + 1] & 0xE0 != 0xE0:
+    return None
+  version = (head[at + 1] >> 3) & 3
+  layer = 4 - ((head[at + 1] >> 1) & 3)
+  bitrate_index, rate_index = head[at + 2] >> 4, (head[at + 2] >> 2) & 3
+  if version == 1 or layer not in (2, 3) or rate_index == 3:
+    return None
+  if bitrate_index in (0, 15):  # Free format cannot be checked; reserved.
+    return None
+  mpeg1 = version == 3
+  bitrate = 1000 * _MPEG_BITRATES[mpeg1, layer][bitrate_index]
+  rate = _MPEG_RATES[version][rate_index]
+  padding = (head[at + 2] >> 1) & 1
+  if layer == 1:
+    length = (12 * bitrate // rate + padding) * 4
+  else:
+    length = (144 if mpeg1 or layer == 2 else 72) * bitrate // rate + padding
+  return length, (version, layer, rate_index)
+
+
+def sniff_container(head: bytes) -> str | None:
+  """The libsndfile format whose signature starts `head`, or None.
+
+  Signatures are those of the common containers (RIFF/RIFX/RF64/BW64 WAV,
+  Sony Wave64, FLAC, Ogg, AIFF/AIFC, Amiga IFF, CAF, AU, NIST SPHERE, VOC)
+  and MP3 (an ID3v2 tag, or three consecutive MPEG layer II/III frame
+  headers alike: a frame sync alone occurs in PCM).
+
+  Args:
+    head: the first bytes of a file (4096 suffice).
+  """
+  for offset, magic, fmt in _MAGIC:
+    if head[offset : offset + len(magic)] == magic:
+      return fmt
+  if head[:4] == b'FORM' and head[8:12] in _FORM_TYPES:
+    return _FORM_TYPES[head[8:12]]
+  # ID3v2: version 2-4, revision 0, a size of four 7-bit bytes.
+  if (
+    head[:3] == b'ID3'
+    and head[3:5] in (b'\x02\x00', b'\x03\x00', b'\x04\x00')
+    and all(b < 0x80 for b in head[6:10])
+  ):
+    return 'MP3'
+  at, kinds = 0, set()
+  for _ in range(_MPEG_FRAMES):
+    frame = _mpeg_frame(head, at)
+    if frame is None:
+      return None
+    at += frame[0]
+    kinds.add(frame[1])
+  return 'MP3' if len(kinds) == 1 else None
+
+
+def readable_extensions() -> tuple[str, ...]:
+  """File extensions `read_audio` reads with this libsndfile, sorted.
+
+  The extensions of FORMAT_EXTENSIONS whose format this libsndfile build
+  reads (MP3 since libsndfile 1.1; `.opus` where its Ogg has Opus), plus
+  PCM_EXTENSIONS.
+  """
+  available = sf.available_formats()
+  found = set(PCM_EXTENSIONS)
+  for fmt, extensions in FORMAT_EXTENSIONS.items():
+    if fmt in available:
+      found.update(extensions)
+  if 'OPUS' not in sf.available_subtypes('OGG'):
+    found.discard('.opus')
+  return tuple(sorted(found))
+
+
+# ------------------------------------------------------------- reading --
+
+
+def _pcm_samples(path: str, data: bytes) -> np.ndarray:
   if len(data) % 2:
     raise AudioError(
       f'{path}: {len(data)} bytes is an odd count, not 16-bit PCM'
@@ -38,49 +214,147 @@ def _pcm_samples(path: str) -> np.ndarray:
   return np.frombuffer(data, dtype='<i2').astype(np.int16)
 
 
-def _to_int16(samples: np.ndarray) -> np.ndarray:
+def _soundfile_samples(
+  path: str, data: bytes | None = None
+) -> tuple[np.ndarray, int, str]:
+  """(float32 [N, C] samples, rate, libsndfile format) of a file.
+
+  With `data` (the file's bytes), libsndfile reads them instead of the
+  file, finding the format from the content alone (soundfile would take
+  a .raw name to mean its RAW format).
+  """
+  try:
+    with sf.SoundFile(path if data is None else io.BytesIO(data)) as f:
+      # float32 holds 16- and 24-bit integer samples exactly; libsndfile
+      # scales integers by their full scale, floats come as stored.
+      samples = f.read(dtype='float32', always_2d=True)
+      return samples, f.samplerate, f.format
+  except (sf.LibsndfileError, RuntimeError, OSError, EOFError) as e:
+    raise AudioError(f'{path}: cannot read audio file: {e}') from e
+
+
+def _float_signal(samples: np.ndarray, name: str, warn: Warn) -> np.ndarray:
+  """Checks float samples (rule steps 2-3 of the module docstring)."""
+  finite = np.isfinite(samples)
+  if not finite.all():
+    bad = samples.size - int(np.count_nonzero(finite))
+    raise AudioError(
+      f'{name}: {bad} of {samples.size} samples are not finite (NaN or Inf)'
+    )
+  peak = float(np.max(np.abs(samples)))
+  if peak > INT16_SCALE_PEAK:
+    if peak > 2 * 32768:
+      raise AudioError(
+        f'{name}: float samples reach {peak:.4g}, beyond both the [-1, 1] '
+        'and the int16 scale'
+      )
+    warn(
+      f'{name}: float samples reach {peak:.0f}, so they were taken as '
+      'int16-scale values and divided by 32768 (float audio should lie in '
+      '[-1, 1])'
+    )
+    samples = samples / np.float32(32768)
+  return samples
+
+
+def _clip_warning(signal_N: np.ndarray, name: str, warn: Warn) -> None:
+  past = int(np.count_nonzero(np.abs(signal_N) > 1.0))
+  if past:
+    peak = float(np.max(np.abs(signal_N)))
+    warn(
+      f'{name}: {past} samples ({100 * past / signal_N.size:.2g}%) past full '
+      f'scale (peak {20 * np.log10(peak):+.1f} dBFS) were clipped'
+    )
+
+
+def _to_int16(signal_N: np.ndarray) -> np.ndarray:
   # libsndfile maps int16 to float as x / 32768, so this inverts it exactly.
-  scaled = np.round(samples * 32768.0)
+  scaled = np.round(signal_N * 32768.0)
   return np.clip(scaled, -32768, 32767).astype(np.int16)
 
 
-def to_mono(
-  samples: np.ndarray, sample_rate: int, target_rate: int = 16000
-) -> np.ndarray:
-  """Converts an in-memory signal to mono int16 at `target_rate`.
+def channels_last(samples: np.ndarray, name: str = 'audio') -> np.ndarray:
+  """An in-memory signal as [N] or [N, C], accepting [C, N] too.
 
-  The one conversion every input goes through, files (`read_audio`) and
-  arrays (`Recognizer.transcribe`) alike: channels averaged, soxr HQ
-  resampling, float scaled by 32768 as libsndfile does. A 16 kHz mono int16
-  signal comes back unchanged.
+  soundfile gives [N, C]; torchaudio and `librosa.load(mono=False)` give
+  [C, N]. The channel axis is the one of at most MAX_CHANNELS entries,
+  which must be shorter than the other.
 
   Args:
-    samples: [N] or [N, channels]; int16, or float in [-1, 1].
+    samples: [N], [N, C] or [C, N].
+    name: how messages refer to the input.
+
+  Raises:
+    AudioError: not 1-D or 2-D, or 2-D with no clear channel axis.
+  """
+  if samples.ndim == 1:
+    return samples
+  if samples.ndim != 2:
+    raise AudioError(
+      f'{name}: audio must be [N], [N, channels] or [channels, N], got '
+      f'shape {samples.shape}'
+    )
+  rows, cols = samples.shape
+  if cols <= MAX_CHANNELS < rows:
+    return samples
+  if rows <= MAX_CHANNELS < cols:
+    return samples.T
+  raise AudioError(
+    f'{name}: cannot tell channels from samples in shape {samples.shape}: '
+    f'give [N], [N, channels] or [channels, N] with at most {MAX_CHANNELS} '
+    'channels and more samples than channels'
+  )
+
+
+def to_mono(
+  samples: np.ndarray,
+  sample_rate: int,
+  target_rate: int = 16000,
+  *,
+  name: str = 'audio',
+  warn: Warn | None = None,
+) -> np.ndarray:
+  """Converts a signal to mono int16 at `target_rate` (the module's rule).
+
+  The one conversion every input goes through, files (`read_audio`) and
+  arrays (`Recognizer.transcribe`) alike. A 16 kHz mono int16 signal comes
+  back unchanged.
+
+  Args:
+    samples: [N] or [N, channels] (see `channels_last` for [C, N]); int16,
+      or float in [-1, 1] (int16-scale floats are recognized).
     sample_rate: its rate in Hz.
     target_rate: the rate of the result in Hz.
+    name: how messages refer to the input (a path, 'array 3').
+    warn: receives warnings (clipping, rescaling); default: Python's
+      `warnings` with category `AudioWarning`.
 
   Returns:
     samples_N: int16 mono samples at `target_rate`.
 
   Raises:
-    ValueError: wrong rank or dtype, or no samples.
+    AudioError (a ValueError): wrong rank or dtype, no samples, or samples
+      that are not finite or on no known scale; the message names `name`.
   """
+  warn = warn or _default_warn
   if samples.ndim not in (1, 2):
-    raise ValueError(
-      f'audio must be [N] or [N, channels], got shape {samples.shape}'
+    raise AudioError(
+      f'{name}: audio must be [N] or [N, channels], got shape {samples.shape}'
     )
   if samples.size == 0:
-    raise ValueError('audio holds no samples')
+    raise AudioError(f'{name}: audio holds no samples')
   if samples.dtype == np.int16:
     if samples.ndim == 1 and sample_rate == target_rate:
       return samples
-    signal_N = samples.astype(np.float32) / 32768.0
+    signal = samples.astype(np.float32) / np.float32(32768)
   elif np.issubdtype(samples.dtype, np.floating):
-    signal_N = samples.astype(np.float32)
+    signal = _float_signal(samples.astype(np.float32), name, warn)
   else:
-    raise ValueError(f'audio must be int16 or float, got {samples.dtype}')
-  if signal_N.ndim == 2:
-    signal_N = signal_N.mean(axis=1)
+    raise AudioError(
+      f'{name}: audio must be int16 or float, got {samples.dtype}'
+    )
+  signal_N = signal.mean(axis=1) if signal.ndim == 2 else signal
+  _clip_warning(signal_N, name, warn)
   if sample_rate != target_rate:
     signal_N = soxr.resample(signal_N, sample_rate, target_rate, quality='HQ')
   return _to_int16(signal_N)
@@ -91,62 +365,141 @@ def read_audio(
   sample_rate: int = 16000,
   *,
   pcm_sample_rate: int = PCM_SAMPLE_RATE,
+  warn: Warn | None = None,
 ) -> np.ndarray:
   """Reads an audio file as mono int16 samples at `sample_rate`.
 
   `.pcm`/`.raw` files are headerless signed 16-bit little-endian mono at
-  `pcm_sample_rate` (KsponSpeech); every other file is read by libsndfile
-  (WAV, FLAC, OGG, ...). Then `to_mono` averages channels and resamples.
+  `pcm_sample_rate` (KsponSpeech), unless they start with a container
+  signature (`sniff_container`): then they are read as that container,
+  with a warning. Every other file is read by libsndfile (WAV, FLAC, Ogg
+  Vorbis/Opus, MP3, AIFF, CAF, ...), with a warning when its content is
+  not the format its extension names. Then `to_mono`'s rule applies.
 
   Args:
     path: the audio file.
     sample_rate: rate of the returned samples, in Hz.
     pcm_sample_rate: rate of headerless PCM files, in Hz.
+    warn: receives warnings; default: Python's `warnings` (`AudioWarning`).
 
   Returns:
     samples_N: int16 array of the mono signal at `sample_rate`.
 
   Raises:
     AudioError: the file is missing, unreadable, corrupt, has an odd byte
-      count (PCM) or holds no samples. The message names the file.
+      count (PCM), holds no samples or non-finite ones. The message names
+      the file.
   """
+  warn = warn or _default_warn
   path = os.fspath(path)
-  if os.path.splitext(path)[1].lower() in PCM_EXTENSIONS:
-    data, rate = _pcm_samples(path), pcm_sample_rate
-  else:
+  extension = os.path.splitext(path)[1].lower()
+  if extension in PCM_EXTENSIONS:
     try:
-      info = sf.info(path)
-      # Exact int16 when nothing needs computing, float otherwise so that
-      # mixing and resampling do not round twice.
-      exact = info.channels == 1 and info.samplerate == sample_rate
-      data, rate = sf.read(path, dtype='int16' if exact else 'float32')
-    except (sf.LibsndfileError, RuntimeError, OSError, EOFError) as e:
+      with open(path, 'rb') as f:
+        data = f.read()
+    except OSError as e:
       raise AudioError(f'{path}: cannot read audio file: {e}') from e
-  if data.size == 0:
+    container = sniff_container(data[:_SNIFF_BYTES])
+    if container is None:
+      samples, rate = _pcm_samples(path, data), pcm_sample_rate
+    else:
+      warn(
+        f'{path}: content is {container}, not headerless PCM as the '
+        f'{extension} extension says; read as {container}'
+      )
+      samples, rate, _ = _soundfile_samples(path, data)
+  else:
+    samples, rate, fmt = _soundfile_samples(path)
+    named = [f for f, exts in FORMAT_EXTENSIONS.items() if extension in exts]
+    if named and fmt not in named:
+      warn(
+        f'{path}: content is {fmt}, not what the {extension} extension '
+        f'says; read as {fmt}'
+      )
+  if samples.size == 0:
     raise AudioError(f'{path}: audio file holds no samples')
-  return to_mono(data, rate, sample_rate)
+  return to_mono(samples, rate, sample_rate, name=path, warn=warn)
+
+
+# ------------------------------------------------------------- silence --
+
+
+def is_silent(samples_N: np.ndarray) -> bool:
+  """Whether an int16 signal is silence: its mean-removed peak < -60 dBFS.
+
+  Removing the mean makes a constant (DC) signal silent, as it sounds.
+  """
+  if samples_N.size == 0:
+    return True
+  x = samples_N.astype(np.float64)
+  peak = float(np.max(np.abs(x - x.mean())))
+  return peak < 32768 * 10 ** (SILENCE_PEAK_DBFS / 20)
+
+
+# Frames of the silence decision: librosa.effects.trim's defaults, which
+# KoSpeech's del_silence (librosa.effects.split) uses.
+_TRIM_FRAME, _TRIM_HOP = 2048, 512
+# Noise floor: this percentile of the frame powers, but no lower than
+# _TRIM_FLOOR_DBFS; a frame within _TRIM_MARGIN_DB of it is background.
+_TRIM_FLOOR_PERCENTILE = 10
+_TRIM_FLOOR_DBFS = -100.0
+_TRIM_MARGIN_DB = 10.0
+# Identifies the trimming rule in caches of trimmed lengths.
+TRIM_RULE = 'edges, top_db and noise floor, v2'
+
+
+def _frame_powers(x_N: np.ndarray) -> np.ndarray:
+  """Mean square per centered frame, each frame's own mean removed.
+
+  librosa.feature.rms's frames (2048 samples every 512, centered, zero
+  padding, divided by 2048), so a zero-mean signal gets its values; a
+  constant offset, in part of a file or all of it, adds nothing.
+  """
+  half = _TRIM_FRAME // 2
+  pad = np.zeros(half)
+  sums = [
+    np.concatenate([[0.0], np.cumsum(np.concatenate([pad, v, pad]))])
+    for v in (np.ones_like(x_N), x_N, x_N * x_N)
+  ]
+  starts = np.arange(0, x_N.size + 1, _TRIM_HOP)
+  ends = starts + _TRIM_FRAME
+  count, total, squares = (c[ends] - c[starts] for c in sums)
+  return (squares - total**2 / count) / _TRIM_FRAME
 
 
 def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
-  """Drops the silent stretches of a signal (KoSpeech's `del_silence`).
+  """Drops leading and trailing silence; never anything in between.
 
-  Frames quieter than `top_db` below the loudest frame are silent
-  (`librosa.effects.split`); the non-silent intervals are concatenated.
+  KoSpeech's `del_silence` keeps the frames within `top_db` of the loudest
+  frame and concatenates them, deleting interior pauses and any speech 30
+  dB below a beep, click or nearer talker elsewhere in the file. Here a
+  frame is silent only when it is both `top_db` below the loudest frame
+  (KoSpeech's rule) and within 10 dB of the background level (the 10th
+  percentile of frame powers, at least -100 dBFS), frame powers taken
+  with each frame's mean removed (a DC offset is no sound). The result
+  runs from the first non-silent frame to the last, as
+  `librosa.effects.trim` does with 2048-sample frames and a 512 hop.
 
   Args:
     samples_N: int16 (or float) mono signal.
     top_db: threshold below the peak frame power, in dB.
 
   Returns:
-    The non-silent samples, same dtype as the input.
+    A slice of the input (same dtype); empty when every frame is silent.
   """
-  import librosa  # Deferred: importing librosa costs about a second.
-
   if samples_N.size == 0:
     return samples_N
-  intervals_Kx2 = librosa.effects.split(
-    samples_N.astype(np.float32), top_db=top_db
+  scale = 32768.0 if samples_N.dtype == np.int16 else 1.0
+  power_F = _frame_powers(samples_N.astype(np.float64) / scale)
+  below_peak_F = power_F <= power_F.max() * 10 ** (-top_db / 10)
+  floor = max(
+    float(np.percentile(power_F, _TRIM_FLOOR_PERCENTILE)),
+    10 ** (_TRIM_FLOOR_DBFS / 10),
   )
-  if intervals_Kx2.size == 0:
+  background_F = power_F <= floor * 10 ** (_TRIM_MARGIN_DB / 10)
+  kept = np.flatnonzero(~(below_peak_F & background_F))
+  if kept.size == 0:
     return samples_N[:0]
-  return np.concatenate([samples_N[s:e] for s, e in intervals_Kx2])
+  start = kept[0] * _TRIM_HOP
+  end = min(samples_N.size, (kept[-1] + 1) * _TRIM_HOP)
+  return samples_N[start:end]

@@ -34,9 +34,15 @@ ARCHITECTURE_FIELDS = (
   'features.normalize',
   'features.input_reverse',
   'data.transcription',
-  'train.vocab_unit',
-  'train.vocab_max_size',
+  'data.vocab_unit',
+  'data.vocab_max_size',
 )
+# Fields renamed since runs were first saved: old dotted name -> new one.
+# Saved configs are read with the new names (`upgrade_saved_config`).
+RENAMED_FIELDS = {
+  'train.vocab_unit': 'data.vocab_unit',
+  'train.vocab_max_size': 'data.vocab_max_size',
+}
 
 
 class IteratorStateHandler(ocp.CheckpointHandler):
@@ -116,7 +122,12 @@ class Checkpointer:
     """
     workdir = Path(workdir).absolute()
     self._run_info = run_info
-    options = dict(create=True, enable_async_checkpointing=async_save)
+    # A save killed midway leaves a temporary directory; clean it up.
+    options = dict(
+      create=True,
+      enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=True,
+    )
     self._latest = ocp.CheckpointManager(
       workdir / 'checkpoints',
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, **options),
@@ -155,16 +166,27 @@ class Checkpointer:
     return ocp.args.Composite(**items)
 
   def save(self, step: int, state: Any, data_state: Any) -> None:
-    """Saves `state` (a pytree of arrays) and the iterator state at `step`."""
-    if self._latest.latest_step() == step:
-      return  # Already saved (e.g. interval save followed by the final one).
+    """Saves `state` (a pytree of arrays) and the iterator state at `step`.
+
+    Idempotent: a step already saved (by this run, or by a run killed
+    after saving it) is left as it is; training is deterministic, so it
+    holds the same values.
+    """
+    if step in self._latest.all_steps():
+      return
     self._latest.save(step, args=self._args(state, data_state), force=True)
 
   def save_best(
     self, step: int, state: Any, data_state: Any, dev_metric: float
   ) -> None:
     """Offers the step to the best-dev manager (kept if `dev_metric`, the
-    dev CER or a language model's dev perplexity, is the lowest)."""
+    dev CER or a language model's dev perplexity, is the lowest).
+
+    Idempotent like `save`: a rerun that repeats an evaluation offers the
+    step again; if it was kept, it is there already.
+    """
+    if step in self._best.all_steps():
+      return
     self._best.save(
       step,
       args=self._args(state, data_state),
@@ -237,6 +259,34 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
   return {prefix: value}
 
 
+def upgrade_saved_config(saved: dict) -> dict:
+  """A saved config dict (config.json) with today's field names.
+
+  Runs saved before a field moved (RENAMED_FIELDS) keep loading, decoding
+  and resuming: the old field's value moves to the new name, unless the
+  file has both (then the new one wins and the old one is dropped).
+
+  Args:
+    saved: the JSON object of a config.json; not modified.
+
+  Returns:
+    A copy with every renamed field under its new name.
+  """
+  saved = json.loads(json.dumps(saved))
+  for old, new in RENAMED_FIELDS.items():
+    *old_path, old_key = old.split('.')
+    parent = _lookup(saved, '.'.join(old_path))
+    if not isinstance(parent, dict) or old_key not in parent:
+      continue
+    value = parent.pop(old_key)
+    *new_path, new_key = new.split('.')
+    node = saved
+    for key in new_path:
+      node = node.setdefault(key, {})
+    node.setdefault(new_key, value)
+  return saved
+
+
 def config_to_dict(config: ml_collections.ConfigDict) -> dict:
   """The config as plain JSON-able data (tuples become lists)."""
   return json.loads(config.to_json_best_effort())
@@ -269,7 +319,7 @@ def check_or_write_run_config(
   path = Path(workdir) / 'config.json'
   current = config_to_dict(config)
   if path.exists():
-    saved = json.loads(path.read_text())
+    saved = upgrade_saved_config(json.loads(path.read_text()))
     diffs = architecture_differences(saved, current)
     if diffs:
       raise ValueError(

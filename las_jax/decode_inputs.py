@@ -5,10 +5,15 @@ when one is known, and a loader that returns 16 kHz mono int16 samples. The
 loaders run lazily, one item at a time, so a directory of 100,000 files or
 a whole TFDS split never sits in memory, and a file that cannot be read
 fails alone (its `AudioError` names it) instead of stopping the run.
+Directories contribute every file whose extension the audio reader reads
+(`audio.readable_extensions()`: libsndfile's formats, MP3 and Opus where
+it supports them, headerless .pcm/.raw); the others are counted by
+extension, so nothing is passed over without a word.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -18,8 +23,6 @@ import numpy as np
 from las_jax import audio
 from las_jax.data import common, ksponspeech
 
-# File extensions picked up when a directory is given (case-insensitive).
-AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.pcm', '.raw')
 # Extension of KsponSpeech transcript lists.
 TRN_EXTENSION = '.trn'
 
@@ -57,15 +60,35 @@ def _file_item(path: str) -> DecodeItem:
   )
 
 
-def find_audio_files(directory: str) -> list[str]:
-  """Audio files under `directory` (recursively), in sorted path order."""
-  found = []
+def find_audio_files(directory: str) -> tuple[list[str], dict[str, int]]:
+  """Audio files under `directory` (recursively), and what was passed over.
+
+  Returns:
+    (paths whose extension `audio.readable_extensions()` lists, in sorted
+    path order; number of other files per lower-case extension, '' for
+    none).
+  """
+  readable = set(audio.readable_extensions())
+  found, passed_over = [], collections.Counter()
   for root, dirs, files in os.walk(directory):
     dirs.sort()  # os.walk visits subdirectories in this list's order.
     for name in sorted(files):
-      if os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+      extension = os.path.splitext(name)[1].lower()
+      if extension in readable:
         found.append(os.path.join(root, name))
-  return found
+      else:
+        passed_over[extension] += 1
+  return found, dict(passed_over)
+
+
+def _passed_over_note(directory: str, passed_over: dict[str, int]) -> str:
+  counts = sorted(passed_over.items(), key=lambda kv: (-kv[1], kv[0]))
+  listed = ', '.join(f'{n} {ext or "(no extension)"}' for ext, n in counts)
+  total = sum(passed_over.values())
+  return (
+    f'{directory}: {total} file(s) not read, their extension is not an '
+    f'audio format: {listed}'
+  )
 
 
 def trn_audio_root(trn_path: str) -> str:
@@ -126,30 +149,32 @@ def path_items(
   paths: Sequence[str],
   audio_root: str | None = None,
   transcription: str = common.PHONETIC,
-) -> tuple[list[DecodeItem], list[Rejected]]:
+) -> tuple[list[DecodeItem], list[Rejected], list[str]]:
   """Items for command-line inputs: audio files, directories, .trn lists.
 
   A path that does not exist is kept as a file item: its loader raises the
   `AudioError` that reports it, in input order with the other failures.
 
   Args:
-    paths: files, directories (searched recursively for
-      `AUDIO_EXTENSIONS`) and `.trn` lists, in any mix.
+    paths: files, directories (searched recursively, see
+      `find_audio_files`) and `.trn` lists, in any mix.
     audio_root: root of the audio paths in .trn lists (see `trn_items`).
     transcription: reference normalization for .trn lists.
 
   Returns:
-    (items, rejected), items in the order given (directory contents
-    sorted).
+    (items, rejected, notes): items in the order given (directory contents
+    sorted); notes count the files of each directory that were passed over
+    by extension.
   """
-  items, rejected = [], []
+  items, rejected, notes = [], [], []
   for path in paths:
     path = os.fspath(path)
     if os.path.isdir(path):
-      found = find_audio_files(path)
+      found, passed_over = find_audio_files(path)
+      if passed_over:
+        notes.append(_passed_over_note(path, passed_over))
       if not found:
-        exts = ', '.join(AUDIO_EXTENSIONS)
-        rejected.append(Rejected(path, f'directory holds no {exts} files'))
+        rejected.append(Rejected(path, 'directory holds no audio files'))
       items.extend(_file_item(p) for p in found)
     elif path.lower().endswith(TRN_EXTENSION):
       trn, bad = trn_items(path, audio_root, transcription)
@@ -157,7 +182,7 @@ def path_items(
       rejected.extend(bad)
     else:
       items.append(_file_item(path))
-  return items, rejected
+  return items, rejected, notes
 
 
 def split_items(

@@ -103,6 +103,7 @@ def _cache_path(source, prepare: DecodeRecord, cache_dir: str) -> str | None:
       len(source),
       prepare.trim_silence,
       prepare.trim_top_db,
+      audio_lib.TRIM_RULE,
       prepare.vocab.to_dict(),
     ]
   )

@@ -1,10 +1,12 @@
 """Metric sinks of a training run: JSONL, TensorBoard and the console.
 
 Only process 0 writes; on other hosts the writer is a no-op so the training
-loop can call it unconditionally.
+loop can call it unconditionally. `log_to_workdir` keeps library INFO logs
+(orbax, TFDS, grain...) off the console, in a log file of the run.
 """
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,45 @@ from typing import Any
 import jax
 import numpy as np
 import tqdm
+from absl import flags
+from absl import logging as absl_logging
+
+# The run's log file in its workdir (one per process in multi-host runs).
+LOG_FILE = 'train.log'
+
+
+def log_to_workdir(workdir: str | Path) -> Path | None:
+  """Sends absl and Python logging to workdir/train.log; console: warnings.
+
+  Every record at the `--verbosity` level (INFO by default) goes to the
+  file (train.process_<i>.log when JAX_PROCESS_ID is set), appended across
+  resumptions; the console (stderr) keeps warnings
+  and errors, next to the progress bar and evaluation summaries. As in
+  absl: `--alsologtostderr`, or an explicit `--verbosity`, puts every
+  record on the console too; `--stderrthreshold` sets the console level;
+  `--logtostderr` keeps everything on the console and writes no file.
+  Call after flags are parsed (inside `app.run`'s main).
+
+  Args:
+    workdir: the run directory.
+
+  Returns:
+    The log file, or None with `--logtostderr`.
+  """
+  if flags.FLAGS.logtostderr:
+    return None
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  # Not jax.process_index(): it would start the backend before
+  # jax.distributed.initialize(). Multi-host runs set the id (README).
+  index = os.environ.get('JAX_PROCESS_ID')
+  path = workdir / (f'train.process_{index}.log' if index else LOG_FILE)
+  handler = absl_logging.get_absl_handler().python_handler
+  handler.setStream(open(path, 'a', encoding='utf-8'))  # noqa: SIM115
+  if not flags.FLAGS['stderrthreshold'].present:
+    everything = flags.FLAGS['verbosity'].present
+    flags.FLAGS.stderrthreshold = 'debug' if everything else 'warning'
+  return path
 
 
 class MetricWriter:

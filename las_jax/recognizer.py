@@ -32,6 +32,7 @@ import collections
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -48,6 +49,7 @@ from las_jax import (
   decoding,
   features,
   input_pipeline,
+  models,
   restore,
 )
 from las_jax.text import Vocabulary
@@ -172,6 +174,7 @@ class Recognizer:
     # Padded audio lengths in samples, the training pipeline's buckets.
     self._buckets = input_pipeline.buckets_from_config(config).audio
     self._compiled: dict[tuple[int, int], Any] = {}
+    self.min_samples = min_samples(config)
     # Seconds spent compiling, so callers can report it apart from decoding.
     self.compile_seconds = 0.0
 
@@ -275,42 +278,83 @@ class Recognizer:
     return int(self.config.features.sample_rate)
 
   def load(
-    self, item: AudioInput, sample_rate: int | None = None
+    self,
+    item: AudioInput,
+    sample_rate: int | None = None,
+    name: str | None = None,
   ) -> np.ndarray:
     """Reads a file or converts an array to the model's int16 mono samples.
 
+    Conversions that change the signal (clipping, int16-scale floats, a
+    container in a .pcm file...) are reported as `audio.AudioWarning`s.
+
     Args:
-      item: an audio file path, or samples shaped [N] or [N, channels]:
-        int16, or float in [-1, 1].
+      item: an audio file path, or samples shaped [N], [N, channels] or
+        [channels, N] (at most `audio.MAX_CHANNELS`): int16, or float in
+        [-1, 1].
       sample_rate: rate of an array input in Hz (default: the model's).
+      name: how messages refer to an array input (default 'array').
 
     Raises:
-      audio.AudioError: the file cannot be read.
-      ValueError: the array has the wrong shape or dtype.
+      audio.AudioError: the file cannot be read, or the array has an
+        ambiguous shape, a wrong dtype or non-finite samples.
     """
     if isinstance(item, (str, os.PathLike)):
       return audio.read_audio(item, self.sample_rate)
+    name = name or 'array'
     return audio.to_mono(
-      np.asarray(item), sample_rate or self.sample_rate, self.sample_rate
+      audio.channels_last(np.asarray(item), name),
+      sample_rate or self.sample_rate,
+      self.sample_rate,
+      name=name,
     )
 
   def prepare(self, samples_N: np.ndarray, name: str) -> np.ndarray:
-    """Trims silence as training did; rejects silent input.
+    """Trims silence as training did; rejects silent or too short input.
+
+    Silence is judged on the mean-removed signal (`audio.is_silent`), so
+    a constant offset is silent too. Trimming removes only leading and
+    trailing silence (`audio.trim_silence`) and warns (`AudioWarning`)
+    when it removes more than half of the input.
 
     Raises:
-      audio.AudioError: nothing but silence (naming `name`).
+      audio.AudioError: silence, or fewer samples than one encoder frame
+        needs (`min_samples`) before or after trimming (naming `name`).
     """
-    if not np.any(samples_N):
-      raise audio.AudioError(f'{name}: audio is silent (all samples zero)')
+    if audio.is_silent(samples_N):
+      raise audio.AudioError(
+        f'{name}: audio is silent (its peak, mean removed, is below '
+        f'{audio.SILENCE_PEAK_DBFS:.0f} dBFS)'
+      )
+    self._check_length(samples_N, name, '')
     inp = self.config.input
     if inp.trim_silence:
-      samples_N = audio.trim_silence(samples_N, inp.trim_top_db)
-      if samples_N.size == 0:
+      trimmed_N = audio.trim_silence(samples_N, inp.trim_top_db)
+      if trimmed_N.size == 0:
         raise audio.AudioError(
           f'{name}: nothing left after trimming silence (top_db '
           f'{inp.trim_top_db})'
         )
+      self._check_length(trimmed_N, name, ' after trimming silence')
+      if trimmed_N.size < samples_N.size / 2:
+        rate = self.sample_rate
+        warnings.warn(
+          f'{name}: trimming silence kept {trimmed_N.size / rate:.2f} s of '
+          f'{samples_N.size / rate:.2f} s',
+          audio.AudioWarning,
+          stacklevel=2,
+        )
+      samples_N = trimmed_N
     return samples_N
+
+  def _check_length(self, samples_N: np.ndarray, name: str, when: str):
+    if samples_N.size < self.min_samples:
+      rate = self.sample_rate
+      raise audio.AudioError(
+        f'{name}: {1000 * samples_N.size / rate:.0f} ms of audio{when}, '
+        f'shorter than the {1000 * self.min_samples / rate:.0f} ms one '
+        'encoder frame needs'
+      )
 
   # ----------------------------------------------------------- decoding --
 
@@ -343,7 +387,7 @@ class Recognizer:
       for i, item in enumerate(inputs):
         path = isinstance(item, (str, os.PathLike))
         name = os.fspath(item) if path else f'array {i}'
-        yield i, self.prepare(self.load(item, sample_rate), name)
+        yield i, self.prepare(self.load(item, sample_rate, name), name)
 
     results: list[Any] = [None] * len(inputs)
     for i, hyps in self.decode_stream(prepared()):
@@ -567,3 +611,17 @@ class Recognizer:
         blank_id=Vocabulary.PAD_ID,
       )
     return nbest.tokens, nbest.lengths, nbest.scores
+
+
+def min_samples(config: ml_collections.ConfigDict) -> int:
+  """Fewest samples that give one encoder frame (and one STFT window).
+
+  VGG (time / 4) on a 10 ms hop needs 4 feature frames, 30 ms; each
+  pyramid layer doubles that; DeepSpeech2 needs one frame. Never less than
+  one analysis window (`features.frame_length_ms`).
+  """
+  n_fft, hop = features.stft_params(config.features)
+  frames = 1  # features.frame_lengths: 1 + n // hop frames for n samples.
+  while models.encoder_lengths(config.model, frames) < 1:
+    frames += 1
+  return max(n_fft, (frames - 1) * hop)

@@ -25,7 +25,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from configs import default
-from las_jax import models
+from las_jax import checkpoint, models
 from las_jax.text import Vocabulary
 
 # Files of a run directory (written by training).
@@ -65,12 +65,14 @@ def _fill_missing(
 def load_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
   """Reads a run's config.json as a ConfigDict.
 
-  Fields added to `configs/default.py` after the run was made take their
-  default values, so older runs keep decoding.
+  Fields renamed since the run was made are read under their new names
+  (`checkpoint.RENAMED_FIELDS`), and fields added to `configs/default.py`
+  take their default values, so older runs keep decoding.
   """
   path = Path(run_dir) / CONFIG_FILE
   try:
-    config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    saved = checkpoint.upgrade_saved_config(json.loads(path.read_text()))
+    config = ml_collections.ConfigDict(saved)
   except FileNotFoundError as e:
     raise FileNotFoundError(
       f'{path} not found: {run_dir} is not a training run directory'

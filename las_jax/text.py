@@ -3,25 +3,31 @@
 Normalization follows KoSpeech's `dataset/kspon/preprocess/preprocess.py`
 (`bracket_filter` + `special_filter`), with its accidents made explicit:
 
-1. Dual transcriptions `(spelling)/(phonetic)` become one of the groups:
+1. Noise tags `o/ n/ u/ b/ l/` (overlap, noise, unintelligible, breath,
+   laughter) are removed wherever they are tags: anywhere but right after
+   a Latin letter or a digit. The transcription rules mark events with
+   these one-letter tags and write words in Hangul (Latin only inside
+   spelled forms), so a tag glued to the previous word (`입증책임을b/`, as
+   transcribers sometimes wrote it) is still a tag, while `b/` ending a
+   Latin word is that word's last letter and a filler or disfluency slash
+   (`(job/)`, `Bob/`). KoSpeech removes the two characters anywhere,
+   eating such words. This runs on the raw text, where a tag glued to a
+   dual transcription (`(PDF)/(피디에프)n/`) follows a parenthesis, not the
+   Latin spelling it would follow after step 2.
+2. Dual transcriptions `(spelling)/(phonetic)` become one of the groups:
    the second in 'phonetic' mode (KoSpeech default), the first in 'spelling'
    mode (ESPnet's `--notation-type char`). Whitespace around the joining
-   `/` is tolerated, as ESPnet does. This runs first: the `/` between the
-   groups would otherwise look like a disfluency mark.
-2. Noise tags `o/ n/ u/ b/ l/` (overlap, noise, unintelligible, breath,
-   laughter) are removed when they are tags: at the start of the text, after
-   whitespace, after `(` or after another tag. KoSpeech removes these two
-   characters anywhere, which would also eat the end of a spelled word such
-   as `(job/)`; we do not.
+   `/` is tolerated, as ESPnet does. This runs before step 3: the `/`
+   between the groups would otherwise look like a disfluency mark.
 3. Special characters: `/ + * - @ $ ^ & [ ] = : ; ,` are deleted (the
    filler `/`, repetition `+` and noisy-speech `*` marks among them),
-   `. ? !` are kept, `#` becomes `샾`. Parentheses left over after step 1
+   `. ? !` are kept, `#` becomes `샾`. Parentheses left over after step 2
    (unbalanced or single groups, which KoSpeech's character-level filter
    mishandles by dropping text up to the next `(`) are deleted and their
    contents kept: `(학교)/(핵교 갔어` gives `학교핵교 갔어`. Nested dual
    groups resolve from the inside out.
 4. `%`: kept in 'spelling' mode. In 'phonetic' mode a `%` only survives step
-   1 where the transcriber wrote it outside a dual transcription; KoSpeech
+   2 where the transcriber wrote it outside a dual transcription; KoSpeech
    hard-codes the spoken word for the 8 such utterances of the corpus
    (`퍼센트` or `프로`), reproduced here by `utterance_id`; other utterances
    get `퍼센트`.
@@ -77,8 +83,8 @@ _DEFAULT_PERCENT_WORD = '퍼센트'
 
 # `(A)/(B)` with no parentheses inside either group; empty groups allowed.
 _DUAL_RE = re.compile(r'\(([^()]*)\)\s*/\s*\(([^()]*)\)')
-# One or more noise tags at a tag boundary (see module docstring).
-_NOISE_RE = re.compile(r'(?:(?<=[\s(])|^)(?:[onubl]/)+')
+# One or more noise tags, not ending a Latin word or number (docstring).
+_NOISE_RE = re.compile(r'(?<![A-Za-z0-9])(?:[onubl]/)+')
 
 
 def _percent_word(utterance_id: str | None) -> str:
@@ -117,13 +123,12 @@ def normalize_transcript(
       f'transcription must be one of {TRANSCRIPTIONS}, got {transcription!r}'
     )
   group = 2 if transcription == 'phonetic' else 1
-  text = unicodedata.normalize('NFC', raw)
+  text = _NOISE_RE.sub('', unicodedata.normalize('NFC', raw))
   # Repeat so that nested groups resolve from the inside out.
   while True:
     text, n_subs = _DUAL_RE.subn(lambda m: m.group(group), text)
     if not n_subs:
       break
-  text = _NOISE_RE.sub('', text)
   percent = '%' if transcription == 'spelling' else _percent_word(utterance_id)
   out = []
   for ch in text:
@@ -338,7 +343,7 @@ class Vocabulary:
     symbols = len(set(''.join(words)))
     if max_size is None or max_size < symbols + cls.SPACE_ID + 1:
       raise ValueError(
-        f'unit {unit!r} needs max_size (config.train.vocab_max_size) >= '
+        f'unit {unit!r} needs max_size (config.data.vocab_max_size) >= '
         f"{symbols + cls.SPACE_ID + 1}: the text's {symbols} distinct "
         f'{_base_unit(unit)} units, specials and space; got {max_size}'
       )

@@ -11,8 +11,15 @@ workdir's latest checkpoint when there is one:
 4. the replicated state and the compiled steps (`train_state`, `steps`);
 5. the loop: a tqdm bar, metrics to JSONL and TensorBoard every
    `log_every` steps, dev loss/CER and alignment plots every `eval_every`
-   steps (`evaluate`), checkpoints every `checkpoint_every` steps, at the
-   end and on SIGTERM/SIGINT (`checkpoint`).
+   steps and at the end (`evaluate`), checkpoints every `checkpoint_every`
+   steps, at the end and on SIGTERM/SIGINT (`checkpoint`).
+
+A run killed at any point reruns cleanly with the same command: at a step
+that has both, the evaluation (and its best-checkpoint save) comes before
+the checkpoint, so a checkpoint at step s means everything due at s is
+done, and a rerun resumes after it (a finished run exits at once); a rerun
+that repeats an evaluation finds its best checkpoint saved already
+(`Checkpointer` saves are idempotent).
 """
 
 import copy
@@ -85,10 +92,10 @@ def load_or_build_vocabulary(
   process 0 writes it, atomically, so a later resumption loads it.
 
   Raises:
-    ValueError: the saved vocabulary's unit is not `config.train.vocab_unit`.
+    ValueError: the saved vocabulary's unit is not `config.data.vocab_unit`.
   """
   path = workdir / VOCAB_FILE
-  unit = config.train.vocab_unit
+  unit = config.data.vocab_unit
   if config.data.vocab_from:
     source = Path(config.data.vocab_from) / VOCAB_FILE
     if not source.is_file():
@@ -107,7 +114,7 @@ def load_or_build_vocabulary(
     vocab = Vocabulary.load(path)
     if vocab.unit != unit:
       raise ValueError(
-        f'{path} has unit {vocab.unit!r} but config.train.vocab_unit is '
+        f'{path} has unit {vocab.unit!r} but config.data.vocab_unit is '
         f'{unit!r}; use a new --workdir or the original config'
       )
     return vocab
@@ -116,7 +123,7 @@ def load_or_build_vocabulary(
   else:
     start = time.time()
     vocab = Vocabulary.build(
-      _transcripts(train_source), unit, config.train.vocab_max_size
+      _transcripts(train_source), unit, config.data.vocab_max_size
     )
     logging.info(
       'Built %r from %d transcripts in %.1f s.',
@@ -271,11 +278,14 @@ def train_and_evaluate(
     saved, data_state = ckpt.restore(abstract_checkpointed(state))
     state = state.with_checkpointed(saved)
     train_iter.set_state(data_state)
-    logging.info('Resumed from step %d.', ckpt.latest_step())
   step = int(parallel.fetch(state.step))
 
   writer = logging_utils.MetricWriter(workdir)
   progress = logging_utils.Progress(step, tcfg.num_steps, tcfg.progress_bar)
+  if step >= tcfg.num_steps:
+    progress.write(f'{workdir} finished at step {step}: nothing to do.')
+  elif step:
+    progress.write(f'Resumed from step {step}.')
 
   def save():
     ckpt.save(step, state.checkpointed(), train_iter.get_state())
@@ -291,15 +301,15 @@ def train_and_evaluate(
       steps.ctc_weight(config),
       fields,
     )
-    writer.scalars(step, results)
-    eval_lib.write_eval_outputs(
-      writer, workdir, step, examples, tcfg.plot_utterances
-    )
     ckpt.save_best(
       step,
       state.checkpointed(),
       train_iter.get_state(),
       results[eval_lib.best_metric(config)],
+    )
+    writer.scalars(step, results)
+    eval_lib.write_eval_outputs(
+      writer, workdir, step, examples, tcfg.plot_utterances
     )
     progress.write(
       f'step {step}: '
@@ -328,15 +338,14 @@ def train_and_evaluate(
           utt_s=metrics['train/utterances_per_s'],
         )
         pending, t0 = [], time.perf_counter()
-      if tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0:
-        save()
-      if tcfg.eval_every and step % tcfg.eval_every == 0:
+      last = step == tcfg.num_steps
+      # Evaluation first: a checkpoint at a step implies its evaluation.
+      if last or (tcfg.eval_every and step % tcfg.eval_every == 0):
         run_eval()
-    if step >= tcfg.num_steps and (
-      not tcfg.eval_every or step % tcfg.eval_every
-    ):
-      run_eval()
-    save()
+      if last or (tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0):
+        save()
+    if stop.requested:
+      save()
   ckpt.close()
   progress.close()
   writer.close()

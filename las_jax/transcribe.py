@@ -15,8 +15,11 @@ through it and writes:
   hypotheses that look like loops.
 
 Inputs that cannot be decoded (missing, unreadable or corrupt files, silent
-audio, malformed .trn lines) are reported by name on stderr and counted;
-the rest are decoded.
+or too short audio, malformed .trn lines) are reported by name on stderr
+(`Skipping NAME: reason`) and counted; the rest are decoded. Inputs decoded
+after a conversion worth knowing about (clipping, int16-scale floats, a
+container behind a .pcm name, a trim that removed most of the file) get a
+`Warning NAME: reason` line each (`audio.AudioWarning`) and are counted too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -43,6 +47,8 @@ class Summary:
   utterances: int
   # Inputs reported and skipped (unreadable, silent, malformed lines).
   skipped: int
+  # Decoded inputs that got a warning (clipped, rescaled, mislabeled...).
+  warned: int
   # Seconds of audio decoded (before silence trimming).
   audio_seconds: float
   # Wall time of the run, input reading included, compilation excluded.
@@ -70,7 +76,8 @@ class Summary:
     """Human-readable lines for the end of a run."""
     lines = [
       f'Decoded {self.utterances} utterances, {self.audio_seconds:.1f} s of '
-      f'audio; skipped {self.skipped} input(s) (reported above).'
+      f'audio, {self.warned} with warnings; skipped {self.skipped} '
+      'input(s) (reported above).'
     ]
     r = self.rates
     if r is not None:
@@ -118,26 +125,40 @@ def decode_items(
   stderr = stderr or sys.stderr
   for bad in rejected:
     print(f'Skipping {bad.name}: {bad.reason}', file=stderr)
-  skipped = len(rejected)
+  skipped, warned = len(rejected), 0
   audio_seconds = 0.0
   pending: dict[int, tuple[decode_inputs.DecodeItem, float, float]] = {}
   sample_rate = recognizer.sample_rate
 
+  def named(item: decode_inputs.DecodeItem, message: str) -> str:
+    # Audio messages usually start with the path already.
+    return (
+      message if message.startswith(item.name) else f'{item.name}: {message}'
+    )
+
   def prepared() -> Iterator[tuple[int, Any]]:
-    nonlocal skipped, audio_seconds
+    nonlocal skipped, warned, audio_seconds
     for key, item in enumerate(items):
-      try:
-        samples_N = item.load()
-        seconds = samples_N.size / sample_rate
-        samples_N = recognizer.prepare(samples_N, item.name)
-      except audio.AudioError as e:
-        # AudioError messages usually start with the path already.
-        message = str(e)
-        if not message.startswith(item.name):
-          message = f'{item.name}: {message}'
-        print(f'Skipping {message}', file=stderr)
-        skipped += 1
+      # Single-threaded here, so catching warnings process-wide is safe.
+      with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', audio.AudioWarning)
+        try:
+          samples_N = item.load()
+          seconds = samples_N.size / sample_rate
+          samples_N = recognizer.prepare(samples_N, item.name)
+        except audio.AudioError as e:
+          samples_N = None
+          print(f'Skipping {named(item, str(e))}', file=stderr)
+          skipped += 1
+      notes = [w for w in caught if issubclass(w.category, audio.AudioWarning)]
+      for w in caught:
+        if w not in notes:  # Not ours: let Python report it as usual.
+          warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+      for w in notes:
+        print(f'Warning {named(item, str(w.message))}', file=stderr)
+      if samples_N is None:
         continue
+      warned += bool(notes)
       audio_seconds += seconds
       # The search's token limit follows the trimmed audio.
       pending[key] = (item, seconds, samples_N.size / sample_rate)
@@ -174,6 +195,7 @@ def decode_items(
   return Summary(
     utterances=decoded,
     skipped=skipped,
+    warned=warned,
     audio_seconds=audio_seconds,
     decode_seconds=time.perf_counter() - start - compile_seconds,
     compile_seconds=compile_seconds,
@@ -262,9 +284,11 @@ def decode(
       data_dir or data.data_dir,
     )
   else:
-    items, rejected = decode_inputs.path_items(
+    items, rejected, notes = decode_inputs.path_items(
       paths, audio_root, data.transcription
     )
+    for note in notes:
+      print(note, file=stderr)
   out_path = (
     Path(output)
     if output

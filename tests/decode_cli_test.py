@@ -198,8 +198,7 @@ def test_finds_audio_recursively_in_sorted_order(tmp_path):
   for rel in ['b/z.flac', 'a.WAV', 'b/a.pcm', 'c.txt', 'b/c/d.raw']:
     (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / rel).write_bytes(b'')
-  found = [
-    os.path.relpath(p, tmp_path)
-    for p in decode_inputs.find_audio_files(str(tmp_path))
-  ]
+  found, passed_over = decode_inputs.find_audio_files(str(tmp_path))
+  found = [os.path.relpath(p, tmp_path) for p in found]
   assert found == ['a.WAV', 'b/a.pcm', 'b/z.flac', 'b/c/d.raw']
+  assert passed_over == {'.txt': 1}

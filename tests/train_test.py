@@ -43,12 +43,11 @@ RUN = {
   'input.token_buckets': (64,),
   'input.num_threads': 0,
   'features.num_mels': 8,
-  'model.input_dim': 8,
   'train.lr_schedule': 'constant',
   'train.peak_lr': 3e-3,
   'train.teacher_forcing_steps': 20,
   'train.min_teacher_forcing_ratio': 0.8,
-  'train.vocab_max_size': None,
+  'data.vocab_max_size': None,
   'train.log_every': 1,
   'train.eval_every': 0,
   'train.eval_utterances': 2,
@@ -186,8 +185,8 @@ def test_incompatible_workdir_is_refused(corpus, two_step_run, tmp_path):
 
 def test_spm_vocabulary_is_trained_once_and_kept(tmp_path):
   config = tiny.get_config()
-  config.train.vocab_unit = 'spm_jamo'
-  config.train.vocab_max_size = 60
+  config.data.vocab_unit = 'spm_jamo'
+  config.data.vocab_max_size = 60
   texts = ['국민의 권리와 의무는 법률로 정한다', '모든 국민은 법 앞에 평등하다']
   source = [{'text': t.encode()} for t in texts * 5]
   vocab = train_lib.load_or_build_vocabulary(config, tmp_path, source)
@@ -197,7 +196,7 @@ def test_spm_vocabulary_is_trained_once_and_kept(tmp_path):
   assert train_lib.load_or_build_vocabulary(config, tmp_path, source[:1]) == (
     vocab
   )
-  config.train.vocab_unit = 'jamo'
+  config.data.vocab_unit = 'jamo'
   with pytest.raises(ValueError, match="has unit 'spm_jamo' but"):
     train_lib.load_or_build_vocabulary(config, tmp_path, source)
 
@@ -295,7 +294,7 @@ def _cli(workdir, overrides, env=None):
 def _cli_overrides(corpus, **extra):
   run = {k: v for k, v in RUN.items() if v is not None}
   run['data.manual_dir'], run['data.data_dir'] = corpus
-  run['train.vocab_max_size'] = 1000  # CLI can't set None; no cap here.
+  run['data.vocab_max_size'] = 1000  # CLI can't set None; no cap here.
   return {**run, **extra}
 
 

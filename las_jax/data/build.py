@@ -4,7 +4,7 @@ r"""Prepares a las_jax speech dataset as TFDS array_record files.
       --transcription=phonetic --manual_dir=data/KsponSpeech \
       --data_dir=data/tfds
 
-Writes <data_dir>/<dataset>/<transcription>/1.0.0/, including one
+Writes <data_dir>/<dataset>/<transcription>/<version>/, including one
 `skipped_<split>.tsv` per split listing the lines that gave no example.
 A dataset already prepared there is left as it is.
 """

@@ -4,7 +4,13 @@ Both builders turn a list of `Utterance`s (audio file + transcript) into
 examples. Utterances whose audio cannot be read or whose transcript
 normalizes to nothing are skipped, never fatal: one bad file in 600,000
 must not lose a day of preparation. Each skip is logged, counted per split
-and written to `skipped_<split>.tsv` in the prepared dataset's directory.
+and written to `skipped_<split>.tsv` in the prepared dataset's directory;
+audio read with a warning (`audio.AudioWarning`: clipped, rescaled,
+mislabeled) is kept, and each warning is logged and counted.
+
+Transcript lists are decoded line by line (`read_text_lines`): a list
+mixing UTF-8 and CP949 lines, or with one stray byte, loses only the lines
+that are neither, each reported by file and line number.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ from las_jax import audio, text
 PHONETIC, SPELLING, NONE = 'phonetic', 'spelling', 'none'
 # How many audio files are read ahead by the thread pool.
 _READ_AHEAD = 64
+# Byte-order marks, longest first (UTF-32 LE starts like UTF-16 LE).
+_BOMS = (
+  (b'\xff\xfe\x00\x00', 'utf-32-le'),
+  (b'\x00\x00\xfe\xff', 'utf-32-be'),
+  (b'\xef\xbb\xbf', 'utf-8'),
+  (b'\xff\xfe', 'utf-16-le'),
+  (b'\xfe\xff', 'utf-16-be'),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +65,85 @@ class Skipped:
   source: str
   path: str
   reason: str
+
+
+def _split_lines(data: bytes, encoding: str) -> list[bytes]:
+  """Raw lines of BOM-less data in `encoding`, split at its '\\n' units."""
+  width = {'utf-16-le': 2, 'utf-16-be': 2, 'utf-32-le': 4, 'utf-32-be': 4}
+  unit = width.get(encoding, 1)
+  if unit == 1:  # UTF-8 and CP949: no multi-byte character holds 0x0A.
+    lines = data.split(b'\n')
+  else:
+    newline = '\n'.encode(encoding)
+    lines, start = [], 0
+    # A dangling partial unit stays in the last line (and fails there).
+    for at in range(0, len(data) - unit + 1, unit):
+      if data[at : at + unit] == newline:
+        lines.append(data[start:at])
+        start = at + unit
+    lines.append(data[start:])
+  if lines[-1] == b'':
+    lines.pop()  # After the final line break (or of an empty file).
+  return lines
+
+
+def _decode(raw: bytes, encodings: Sequence[str]) -> str | None:
+  for encoding in encodings:
+    try:
+      return raw.decode(encoding)
+    except UnicodeDecodeError:
+      pass
+  return None
+
+
+def read_text_lines(
+  path: str | os.PathLike[str],
+) -> tuple[list[tuple[int, str]], list[Skipped]]:
+  """The lines of a text file, decoded one by one; undecodable ones reported.
+
+  A byte-order mark selects UTF-8, UTF-16 or UTF-32 for the whole file.
+  Without one, each line is UTF-8 if it decodes as UTF-8, else CP949 (the
+  encoding of KsponSpeech's own transcripts), so files mixing the two
+  decode fully. Lines that decode as neither, and lines holding NUL
+  characters (UTF-16 without its mark), are reported, not returned.
+
+  Args:
+    path: the file.
+
+  Returns:
+    ([(line number, text without the line break)], [Skipped]) where each
+    Skipped names `<file>:<line>` and the reason.
+
+  Raises:
+    OSError: the file cannot be read.
+  """
+  with open(path, 'rb') as f:
+    data = f.read()
+  encoding = None
+  for bom, name in _BOMS:
+    if data.startswith(bom):
+      encoding, data = name, data[len(bom) :]
+      break
+  name = os.path.basename(os.fspath(path))
+  lines, bad = [], []
+  encodings = (encoding,) if encoding else ('utf-8', 'cp949')
+  for line_no, raw in enumerate(_split_lines(data, encoding or 'utf-8'), 1):
+    if encoding is None and b'\x00' in raw:
+      reason = 'line holds NUL bytes (UTF-16 without a byte-order mark?)'
+    else:
+      text = _decode(raw, encodings)
+      if text is not None:
+        lines.append((line_no, text.removesuffix('\r')))
+        continue
+      tried = ' or '.join(e.upper() for e in encodings)
+      reason = f'line is not {tried} text: {raw[:60]!r}'
+    bad.append(Skipped(f'{name}:{line_no}', '', reason))
+  return lines, bad
+
+
+def in_line_order(skipped: Sequence[Skipped]) -> list[Skipped]:
+  """Skipped lines of one list (sources `<file>:<line>`) by line number."""
+  return sorted(skipped, key=lambda s: int(s.source.rpartition(':')[2]))
 
 
 def features() -> tfds.features.FeaturesDict:
@@ -94,19 +187,21 @@ def normalize(raw: str, transcription: str, utterance_id: str) -> str:
 
 def _read_ahead(
   utterances: Sequence[Utterance],
-) -> Iterator[tuple[Utterance, np.ndarray | audio.AudioError]]:
-  """Yields (utterance, samples or the error) in order, reading in threads.
+) -> Iterator[tuple[Utterance, np.ndarray | audio.AudioError, list[str]]]:
+  """Yields (utterance, samples or the error, warnings) in order.
 
   Reading is I/O bound (file system latency on real corpora) and releases
   the GIL, so a small pool overlaps it with serialization; the window keeps
-  memory bounded on a 600k-file corpus.
+  memory bounded on a 600k-file corpus. Each read collects its own
+  warnings (Python's `warnings` machinery is not thread-safe).
   """
 
-  def read(utt: Utterance) -> np.ndarray | audio.AudioError:
+  def read(utt: Utterance):
+    notes = []
     try:
-      return audio.read_audio(utt.audio_path)
+      return audio.read_audio(utt.audio_path, warn=notes.append), notes
     except audio.AudioError as e:
-      return e
+      return e, notes
 
   workers = min(8, (os.cpu_count() or 1) + 2)
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -115,9 +210,9 @@ def _read_ahead(
       pending.append((utt, pool.submit(read, utt)))
       if len(pending) >= _READ_AHEAD:
         first, future = pending.popleft()
-        yield first, future.result()
+        yield first, *future.result()
     for utt, future in pending:
-      yield utt, future.result()
+      yield utt, *future.result()
 
 
 def generate_examples(
@@ -142,8 +237,10 @@ def generate_examples(
   skipped = list(skipped)
   for s in skipped:
     logging.warning('Skipping %s: %s', s.source, s.reason)
-  kept = 0
-  for key, (utt, samples) in enumerate(_read_ahead(utterances)):
+  kept = warned = 0
+  for key, (utt, samples, notes) in enumerate(_read_ahead(utterances)):
+    for note in notes:
+      logging.warning('Warning for %s: %s', utt.source, note)
     if isinstance(samples, audio.AudioError):
       skipped.append(Skipped(utt.source, utt.audio_path, str(samples)))
       logging.warning('Skipping %s: %s', utt.source, samples)
@@ -155,6 +252,7 @@ def generate_examples(
       logging.warning('Skipping %s: %s', utt.source, reason)
       continue
     kept += 1
+    warned += bool(notes)
     yield (
       key,
       {
@@ -166,12 +264,14 @@ def generate_examples(
     )
   _write_report(os.path.join(report_dir, f'skipped_{split}.tsv'), skipped)
   logging.log(
-    logging.WARNING if skipped else logging.INFO,
-    'Split %s: %d examples, %d skipped (listed in skipped_%s.tsv).',
+    logging.WARNING if skipped or warned else logging.INFO,
+    'Split %s: %d examples, %d skipped (listed in skipped_%s.tsv); %d read '
+    'with warnings.',
     split,
     kept,
     len(skipped),
     split,
+    warned,
   )
 
 

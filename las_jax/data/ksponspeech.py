@@ -51,22 +51,18 @@ def read_trn(
   """Parses a .trn list into utterances and malformed lines.
 
   Args:
-    trn_path: the .trn file (UTF-8; CP949 accepted, as in the corpus .txt
-      files).
+    trn_path: the .trn file: UTF-8 or CP949 (as the corpus .txt files),
+      per line, or UTF-16 with a byte-order mark (`common.read_text_lines`).
     manual_dir: directory the audio paths are relative to.
 
   Returns:
-    (utterances, skipped lines), each in file order.
+    (utterances, skipped lines), each in file order; lines that do not
+    decode or parse are skipped, named `<list>:<line>`.
   """
-  with open(trn_path, 'rb') as f:
-    data = f.read()
-  try:
-    content = data.decode('utf-8-sig')
-  except UnicodeDecodeError:
-    content = data.decode('cp949')
+  lines, skipped = common.read_text_lines(trn_path)
   name = os.path.basename(trn_path)
-  utterances, skipped = [], []
-  for line_no, line in enumerate(content.splitlines(), 1):
+  utterances = []
+  for line_no, line in lines:
     line = line.strip()
     if not line:
       continue
@@ -81,15 +77,19 @@ def read_trn(
     audio_path = os.path.join(manual_dir, rel_path.lstrip('/'))
     utt_id = os.path.splitext(os.path.basename(rel_path))[0]
     utterances.append(common.Utterance(utt_id, audio_path, raw_text, source))
-  return utterances, skipped
+  return utterances, common.in_line_order(skipped)
 
 
 class Ksponspeech(tfds.core.GeneratorBasedBuilder):
   """KsponSpeech: 969 h of Korean spontaneous speech (Bang et al., 2020)."""
 
   name = 'ksponspeech'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.0.0': 'First release.',
+    '1.1.0': 'Noise tags glued to a word are removed; lists decoded per '
+    'line; float audio scaled, not cast, to int16.',
+  }
   BUILDER_CONFIGS = common.builder_configs()
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
     'Download KsponSpeech from AI Hub (https://aihub.or.kr), unpack the '

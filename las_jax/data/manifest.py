@@ -72,18 +72,22 @@ def _utterance(
 def read_list(
   list_path: str,
 ) -> tuple[list[common.Utterance], list[common.Skipped]]:
-  """Parses a .tsv or .jsonl list into utterances and malformed lines."""
+  """Parses a .tsv or .jsonl list into utterances and malformed lines.
+
+  Lines are decoded one by one (UTF-8, else CP949; UTF-16 with a
+  byte-order mark), see `common.read_text_lines`; lines that do not decode
+  or parse are skipped, named `<list>:<line>`.
+  """
   base = os.path.dirname(os.path.abspath(list_path))
   name = os.path.basename(list_path)
   is_tsv = list_path.endswith('.tsv')
-  with open(list_path, encoding='utf-8-sig') as f:
-    lines = f.read().splitlines()
-  utterances, skipped = [], []
-  for line_no, line in enumerate(lines, 1):
+  lines, skipped = common.read_text_lines(list_path)
+  utterances = []
+  for line_no, line in lines:
     source = f'{name}:{line_no}'
     if not line.strip() or line.startswith('#'):
       continue
-    if is_tsv and not utterances and not skipped and line in _HEADERS:
+    if is_tsv and not utterances and line in _HEADERS:
       continue
     if is_tsv:
       audio_ref, tab, raw_text = line.partition('\t')
@@ -109,15 +113,19 @@ def read_list(
     utterances.append(
       _utterance(audio_ref.strip(), raw_text.strip(), utt_id, base, source)
     )
-  return utterances, skipped
+  return utterances, common.in_line_order(skipped)
 
 
 class Manifest(tfds.core.GeneratorBasedBuilder):
   """Speech listed in per-split TSV/JSONL manifests (users' own data)."""
 
   name = 'manifest'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES = {'1.0.0': 'First release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES = {
+    '1.0.0': 'First release.',
+    '1.1.0': 'Noise tags glued to a word are removed; lists decoded per '
+    'line; float audio scaled, not cast, to int16.',
+  }
   BUILDER_CONFIGS = common.builder_configs(
     (common.PHONETIC, common.SPELLING, common.NONE)
   )

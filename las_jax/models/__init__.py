@@ -25,6 +25,7 @@ __all__ = [
   'Encoded',
   'build_model',
   'count_params',
+  'encoder_lengths',
 ]
 
 
@@ -53,3 +54,29 @@ def count_params(model: nnx.Module) -> int:
   """Number of trainable parameters (nnx.Param leaves; no BN statistics)."""
   leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
   return sum(int(x.size) for x in leaves)
+
+
+def encoder_lengths(model_config: ml_collections.ConfigDict, frame_lengths):
+  """Encoder output frames for `frame_lengths` log-mel frames.
+
+  What the models compute inside `encode`, without running them: the
+  extractor's reduction (VGG: two 2x max-pools, `(T // 2) // 2`; DS2: a
+  stride-2 conv, `ceil(T / 2)`), then one halving (floor) per pyramid layer
+  of a LAS listener.
+
+  Args:
+    model_config: `config.model`.
+    frame_lengths: an int or integer array of feature frame counts.
+
+  Returns:
+    The encoder frame counts, same type.
+  """
+  t = frame_lengths
+  if model_config.extractor == 'vgg':
+    t = (t // 2) // 2
+  else:
+    t = (t + 1) // 2
+  if model_config.name == 'las':
+    for _ in model_config.pyramid_layers:
+      t = t // 2
+  return t
