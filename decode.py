@@ -16,6 +16,9 @@ CER/WER/sWER, the real-time factor and how many hypotheses look like
 loops. Unreadable, silent or too short files are reported and skipped,
 conversions worth knowing are reported as warnings, one line per file
 each; the exit status is 0 when at least one input was decoded. JAX options are flags too (`--jax_platforms=cpu`).
+Compiled programs are cached on disk, so a second run starts at once
+(`--jax_compilation_cache_dir=` turns that off; see
+las_jax/compilation_cache.py).
 
 LAS with a CTC head decodes with one-pass joint CTC/attention beam search
 by default (--ctc_mode, --ctc_weight); --lm_workdir fuses a language model
@@ -30,7 +33,7 @@ import sys
 import jax
 from absl import app, flags, logging
 
-from las_jax import transcribe
+from las_jax import compilation_cache, transcribe
 
 _WORKDIR = flags.DEFINE_string(
   'workdir', None, 'Training run directory to load a checkpoint from.'
@@ -107,6 +110,7 @@ _OUTPUT = flags.DEFINE_string(
 
 
 def main(argv: list[str]) -> None:
+  compilation_cache.enable_by_default()
   if not flags.FLAGS['verbosity'].present:
     # stderr carries skipped files and the summary; library INFO logs
     # (orbax) would bury them. --verbosity=0 brings them back.

@@ -19,7 +19,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from las_jax import logging_utils, train
+from las_jax import compilation_cache, logging_utils, train
 
 config_flags.DEFINE_config_file(
   'config', 'configs/default.py', 'Training configuration.', lock_config=True
@@ -32,6 +32,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   logging_utils.log_to_workdir(flags.FLAGS.workdir)
+  compilation_cache.enable_by_default()
   train.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
 

@@ -186,25 +186,57 @@ def path_items(
 
 
 def split_items(
-  dataset: str, transcription: str, split: str, data_dir: str
+  dataset: str,
+  transcription: str,
+  split: str,
+  data_dir: str,
+  manual_dir: str | None = None,
 ) -> tuple[int, Iterator[DecodeItem]]:
-  """Items of a prepared TFDS split, read lazily in stored order.
+  """Items of a TFDS split, read lazily in stored order.
+
+  A dataset not prepared at the builder's current version (never built, or
+  built by an older las_jax) is built first from `manual_dir`, as
+  `train.py` does.
 
   Args:
     dataset: builder name ('ksponspeech', 'manifest').
     transcription: builder config ('phonetic', 'spelling', 'none').
     split: split name, e.g. 'eval_clean'.
     data_dir: the TFDS data directory the dataset was prepared in.
+    manual_dir: the corpus to build from when it is not prepared.
 
   Returns:
     (number of examples, iterator of items whose reference is the
     example's normalized `text`).
+
+  Raises:
+    ValueError: no such split, or the dataset is not prepared and there is
+      no corpus to build it from (naming the versions on disk and the
+      command that builds it).
   """
   import tensorflow_datasets as tfds  # Deferred: a slow import.
 
   import las_jax.data  # noqa: F401  Registers the builders.
 
   builder = tfds.builder(f'{dataset}/{transcription}', data_dir=data_dir)
+  if not builder.info.splits:  # Not prepared at this version.
+    if manual_dir and os.path.isdir(manual_dir):
+      builder = common.build_dataset(
+        dataset, data_dir, manual_dir, transcription
+      )
+    else:
+      config_dir = os.path.join(data_dir, dataset, transcription)
+      found = (
+        sorted(os.listdir(config_dir)) if os.path.isdir(config_dir) else []
+      )
+      raise ValueError(
+        f'{dataset}/{transcription} version {builder.version} is not '
+        f'prepared in {data_dir} (versions there: {found or "none"}) and its '
+        f'corpus {manual_dir!r} is not a directory; build it with '
+        f'python -m las_jax.data.build --dataset={dataset} '
+        f'--transcription={transcription} --manual_dir=CORPUS '
+        f'--data_dir={data_dir}'
+      )
   if split not in builder.info.splits:
     raise ValueError(
       f'{dataset}/{transcription} in {data_dir} has no split {split!r}; '

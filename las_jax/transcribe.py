@@ -282,6 +282,8 @@ def decode(
       data.transcription,
       split,
       data_dir or data.data_dir,
+      # The run's corpus, when the split is the run's own dataset.
+      manual_dir=None if dataset or data_dir else data.manual_dir,
     )
   else:
     items, rejected, notes = decode_inputs.path_items(
