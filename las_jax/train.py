@@ -330,13 +330,12 @@ def train_and_evaluate(
         metrics['train/lr'] = float(lr_schedule(step - 1))
         metrics['train/skipped_steps'] = int(parallel.fetch(state.skipped))
         writer.scalars(step, metrics)
-        progress.update(
-          len(fetched),
-          loss=metrics['train/loss'],
-          lr=metrics['train/lr'],
-          tf=metrics['train/teacher_forcing'],
-          utt_s=metrics['train/utterances_per_s'],
-        )
+        shown = dict(loss=metrics['train/loss'], lr=metrics['train/lr'])
+        if config.model.name == 'las':  # Scheduled sampling.
+          shown['tf'] = metrics['train/teacher_forcing']
+        unit = 'sent_s' if steps.is_language_model(config) else 'utt_s'
+        shown[unit] = metrics['train/utterances_per_s']
+        progress.update(len(fetched), **shown)
         pending, t0 = [], time.perf_counter()
       last = step == tcfg.num_steps
       # Evaluation first: a checkpoint at a step implies its evaluation.
