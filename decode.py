@@ -33,7 +33,8 @@ import sys
 import jax
 from absl import app, flags, logging
 
-from las_jax import compilation_cache, transcribe
+from las_jax import compilation_cache
+from las_jax.inference import transcription
 
 _WORKDIR = flags.DEFINE_string(
   'workdir', None, 'Training run directory to load a checkpoint from.'
@@ -116,7 +117,7 @@ def main(argv: list[str]) -> None:
     # (orbax) would bury them. --verbosity=0 brings them back.
     logging.set_verbosity(logging.WARNING)
   try:
-    summary = transcribe.decode(
+    summary = transcription.run(
       workdir=_WORKDIR.value,
       which=_WHICH.value,
       checkpoint=_CHECKPOINT.value,

@@ -38,9 +38,10 @@ import numpy as np
 from flax import nnx
 
 from configs import default
-from las_jax import features, restore
+from las_jax import features
+from las_jax.inference import restore
+from las_jax.inference.recognizer import Recognizer
 from las_jax.models import build_model
-from las_jax.recognizer import Recognizer
 from las_jax.text import Vocabulary
 
 BATCH, VOCAB, TOKENS, RUNS, WARMUP = 8, 2000, 30, 5, 2

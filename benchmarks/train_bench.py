@@ -68,7 +68,7 @@ def main(argv):
   tx, _ = optim.make_optimizer(config.train)
   graphdef, state = create_train_state(config, FLAGS.vocab, tx, mesh)
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  train_fn, _, _ = steps.compile_steps(config, graphdef, tx, mesh, 8)
+  train_fn, _, _ = steps.compile_steps(config, graphdef, tx, mesh)
   report = dict(
     device=str(jax.devices()[0].device_kind),
     devices=mesh.devices.size,

@@ -22,27 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
-# Config sections/fields that define the network and its inputs: a workdir
-# whose saved config differs in any of them cannot be resumed.
-ARCHITECTURE_FIELDS = (
-  'model',
-  'features.num_mels',
-  'features.normalize',
-  'features.input_reverse',
-  'data.transcription',
-  'data.vocab_unit',
-  'data.vocab_max_size',
-)
-# Fields renamed since runs were first saved: old dotted name -> new one.
-# Saved configs are read with the new names (`upgrade_saved_config`).
-RENAMED_FIELDS = {
-  'train.vocab_unit': 'data.vocab_unit',
-  'train.vocab_max_size': 'data.vocab_max_size',
-}
+from las_jax import run_layout
 
 
 class IteratorStateHandler(ocp.CheckpointHandler):
@@ -129,12 +112,12 @@ class Checkpointer:
       cleanup_tmp_directories=True,
     )
     self._latest = ocp.CheckpointManager(
-      workdir / 'checkpoints',
+      workdir / run_layout.CHECKPOINT_DIRS['latest'],
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, **options),
-      item_names=('state', 'data_iter', 'run'),
+      item_names=run_layout.ITEMS,
     )
     self._best = ocp.CheckpointManager(
-      workdir / 'checkpoints_best',
+      workdir / run_layout.CHECKPOINT_DIRS['best'],
       options=ocp.CheckpointManagerOptions(
         max_to_keep=1,
         # Runs before the language models saved 'dev_cer'.
@@ -145,7 +128,7 @@ class Checkpointer:
         keep_checkpoints_without_metrics=False,
         **options,
       ),
-      item_names=('state', 'data_iter', 'run'),
+      item_names=run_layout.ITEMS,
     )
 
   def latest_step(self) -> int | None:
@@ -239,94 +222,3 @@ class Checkpointer:
     """Waits for pending saves and releases the managers."""
     self._latest.close()
     self._best.close()
-
-
-def _lookup(config: dict, dotted: str) -> Any:
-  node = config
-  for key in dotted.split('.'):
-    if not isinstance(node, dict) or key not in node:
-      return None
-    node = node[key]
-  return node
-
-
-def _flatten(value: Any, prefix: str) -> dict[str, Any]:
-  if isinstance(value, dict):
-    out = {}
-    for key, sub in value.items():
-      out.update(_flatten(sub, f'{prefix}.{key}'))
-    return out
-  return {prefix: value}
-
-
-def upgrade_saved_config(saved: dict) -> dict:
-  """A saved config dict (config.json) with today's field names.
-
-  Runs saved before a field moved (RENAMED_FIELDS) keep loading, decoding
-  and resuming: the old field's value moves to the new name, unless the
-  file has both (then the new one wins and the old one is dropped).
-
-  Args:
-    saved: the JSON object of a config.json; not modified.
-
-  Returns:
-    A copy with every renamed field under its new name.
-  """
-  saved = json.loads(json.dumps(saved))
-  for old, new in RENAMED_FIELDS.items():
-    *old_path, old_key = old.split('.')
-    parent = _lookup(saved, '.'.join(old_path))
-    if not isinstance(parent, dict) or old_key not in parent:
-      continue
-    value = parent.pop(old_key)
-    *new_path, new_key = new.split('.')
-    node = saved
-    for key in new_path:
-      node = node.setdefault(key, {})
-    node.setdefault(new_key, value)
-  return saved
-
-
-def config_to_dict(config: ml_collections.ConfigDict) -> dict:
-  """The config as plain JSON-able data (tuples become lists)."""
-  return json.loads(config.to_json_best_effort())
-
-
-def architecture_differences(saved: dict, current: dict) -> list[str]:
-  """Dotted names of architecture fields that differ between two configs."""
-  diffs = []
-  for field in ARCHITECTURE_FIELDS:
-    a = _flatten(_lookup(saved, field), field)
-    b = _flatten(_lookup(current, field), field)
-    for key in sorted(set(a) | set(b)):
-      if a.get(key) != b.get(key):
-        diffs.append(f'{key}: saved {a.get(key)!r}, now {b.get(key)!r}')
-  return diffs
-
-
-def check_or_write_run_config(
-  workdir: str | Path, config: ml_collections.ConfigDict
-) -> None:
-  """Writes workdir/config.json, or checks the existing one is compatible.
-
-  Fields outside ARCHITECTURE_FIELDS (learning rate, number of steps, eval
-  interval...) may change between a run and its resumption; the saved file
-  is then updated to the current config.
-
-  Raises:
-    ValueError: naming every architecture field that differs.
-  """
-  path = Path(workdir) / 'config.json'
-  current = config_to_dict(config)
-  if path.exists():
-    saved = upgrade_saved_config(json.loads(path.read_text()))
-    diffs = architecture_differences(saved, current)
-    if diffs:
-      raise ValueError(
-        f'{workdir} holds a run with a different architecture; use a new '
-        '--workdir or the original config. Differing fields:\n  '
-        + '\n  '.join(diffs)
-      )
-  if jax.process_index() == 0:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(current, indent=2, ensure_ascii=False))

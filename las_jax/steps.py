@@ -23,9 +23,9 @@ from flax import nnx
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from las_jax import decoding, features, losses, optim, parallel
+from las_jax import features, losses, optim, parallel
 from las_jax import train_state as state_lib
-from las_jax.ctc import ctc_greedy_decode
+from las_jax.inference import batch_search
 from las_jax.text import Vocabulary
 from las_jax.train_state import TrainState
 
@@ -316,33 +316,27 @@ def greedy_decode(
   *,
   graphdef: nnx.GraphDef,
   config: ml_collections.ConfigDict,
-  max_len: int,
 ) -> tuple[jax.Array, jax.Array]:
-  """Greedy transcription of a batch: `(tokens_BxL, lengths_B)`.
+  """Greedy transcription of a batch for the dev CER: `(tokens_BxL,
+  lengths_B)`.
 
-  LAS decodes with its speller's single step (the one training scans);
-  DeepSpeech2 takes the best CTC path. Runs under plain `jax.jit`: the
-  batch is sharded along `data` and XLA keeps the work on each shard.
+  The search `decode.py` runs with beam 1 (`batch_search.search_batch`):
+  LAS's attention alone, DeepSpeech2's best CTC path. Runs under plain
+  `jax.jit`: the batch is sharded along `data` and XLA keeps the work on
+  each shard.
   """
-  model = state_lib.merge_model(graphdef, state)
-  feats_BxTxF, flen_B = features.featurize(
-    None, batch['audio'], batch['audio_lengths'], config.features, False
+  options = batch_search.SearchOptions.resolve(
+    config, beam_size=1, ctc_mode='ctc' if is_ctc_only(config) else 'off'
   )
-  enc = model.encode(feats_BxTxF, flen_B, train=False)
-  if is_ctc_only(config):
-    return ctc_greedy_decode(
-      enc.ctc_logits_BxSxV, enc.enc_lengths_B, Vocabulary.PAD_ID
-    )
-  init_carry, step_fn = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
-  result = decoding.greedy_search(
-    step_fn,
-    init_carry,
-    batch_size=enc.enc_BxSxH.shape[0],
-    max_len=max_len,
-    sos_id=Vocabulary.SOS_ID,
-    eos_id=Vocabulary.EOS_ID,
+  tokens_BxKxL, lengths_BxK, _ = batch_search.search_batch(
+    state_lib.merge_model(graphdef, state),
+    None,
+    batch['audio'],
+    batch['audio_lengths'],
+    config,
+    options,
   )
-  return result.tokens, result.lengths
+  return tokens_BxKxL[:, 0], lengths_BxK[:, 0]
 
 
 def compile_steps(
@@ -350,7 +344,6 @@ def compile_steps(
   graphdef: nnx.GraphDef,
   tx: optax.GradientTransformation,
   mesh: jax.sharding.Mesh,
-  max_decode_len: int,
 ) -> tuple[Any, Any, Any]:
   """The jitted `(train, eval, decode)` functions over `mesh` (decode is
   None for a language model).
@@ -383,8 +376,6 @@ def compile_steps(
   decode = None
   if not is_language_model(config):
     decode = jax.jit(
-      functools.partial(
-        greedy_decode, graphdef=graphdef, config=config, max_len=max_decode_len
-      )
+      functools.partial(greedy_decode, graphdef=graphdef, config=config)
     )
   return train, evaluate, decode

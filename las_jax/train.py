@@ -43,6 +43,7 @@ from las_jax import (
   logging_utils,
   optim,
   parallel,
+  run_layout,
   steps,
 )
 from las_jax import evaluate as eval_lib
@@ -52,9 +53,6 @@ from las_jax.train_state import (
   abstract_checkpointed,
   create_train_state,
 )
-
-# Files of a run directory besides checkpoints (restore.py reads them).
-VOCAB_FILE = 'vocab.txt'
 
 __all__ = ['TrainState', 'create_train_state', 'train_and_evaluate']
 
@@ -94,10 +92,10 @@ def load_or_build_vocabulary(
   Raises:
     ValueError: the saved vocabulary's unit is not `config.data.vocab_unit`.
   """
-  path = workdir / VOCAB_FILE
+  path = workdir / run_layout.VOCAB_FILE
   unit = config.data.vocab_unit
   if config.data.vocab_from:
-    source = Path(config.data.vocab_from) / VOCAB_FILE
+    source = Path(config.data.vocab_from) / run_layout.VOCAB_FILE
     if not source.is_file():
       raise FileNotFoundError(
         f'config.data.vocab_from: {source} not found; give the run '
@@ -145,7 +143,7 @@ def _check_resumable(
   saved = ckpt.restore_run_info()['vocab']
   if saved != vocab.to_dict():
     raise ValueError(
-      f'{workdir / VOCAB_FILE} differs from the vocabulary of the '
+      f'{workdir / run_layout.VOCAB_FILE} differs from the vocabulary of the '
       f'checkpoint at step {ckpt.latest_step()}; restore the original '
       'vocab.txt or use a new --workdir'
     )
@@ -227,7 +225,7 @@ def train_and_evaluate(
   parallel.initialize_distributed(tcfg.distributed)
   mesh = parallel.make_mesh(tcfg.num_devices)
   workdir.mkdir(parents=True, exist_ok=True)
-  checkpoint.check_or_write_run_config(workdir, config)
+  run_layout.check_or_write_config(workdir, config)
 
   dcfg = config.data
   builder = data.build_dataset(
@@ -240,7 +238,7 @@ def train_and_evaluate(
     tcfg.keep_checkpoints,
     tcfg.async_checkpointing,
     run_info=dict(
-      config=checkpoint.config_to_dict(config),
+      config=run_layout.config_to_dict(config),
       vocab=vocab.to_dict(),
     ),
   )
@@ -272,7 +270,7 @@ def train_and_evaluate(
   tx, lr_schedule = optim.make_optimizer(tcfg)
   graphdef, state = create_train_state(config, len(vocab), tx, mesh)
   train_fn, evaluate_fn, decode_fn = steps.compile_steps(
-    config, graphdef, tx, mesh, max(config.input.token_buckets)
+    config, graphdef, tx, mesh
   )
   if ckpt.latest_step() is not None:
     saved, data_state = ckpt.restore(abstract_checkpointed(state))

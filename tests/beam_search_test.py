@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from las_jax import ctc, decoding
+from las_jax import ctc
+from las_jax.inference import search
 
 SOS, EOS = 1, 2
 HIDDEN = 8
@@ -39,27 +40,25 @@ def init_hidden(seed, batch):
 
 def run_beam(step_fn, h0_BxH, beam_size, max_len, max_lens_B=None, **kwargs):
   @jax.jit
-  def search(h0, max_lens):
-    return decoding.beam_search(
+  def run_search(h0, max_lens):
+    return search.beam_search(
       step_fn, h0, h0.shape[0], beam_size, max_len, SOS, EOS,
       max_lens_B=max_lens, **kwargs,
     )  # fmt: skip
 
-  return jax.tree.map(np.asarray, search(h0_BxH, max_lens_B))
+  return jax.tree.map(np.asarray, run_search(h0_BxH, max_lens_B))
 
 
 def run_greedy(step_fn, h0_BxH, max_len):
-  search = jax.jit(
-    lambda h0: decoding.greedy_search(
-      step_fn, h0, h0.shape[0], max_len, SOS, EOS
-    )
+  run_search = jax.jit(
+    lambda h0: search.greedy_search(step_fn, h0, h0.shape[0], max_len, SOS, EOS)
   )
-  return jax.tree.map(np.asarray, search(h0_BxH))
+  return jax.tree.map(np.asarray, run_search(h0_BxH))
 
 
 def exhaustive(step_fn, h0_H, vocab, max_len, alpha, norm):
   """Every EOS-terminated sequence of <= max_len tokens, best first."""
-  penalty = functools.partial(decoding.length_penalty, alpha=alpha, kind=norm)
+  penalty = functools.partial(search.length_penalty, alpha=alpha, kind=norm)
   hyps = []
   prefixes, logp, carry = [()], np.zeros(1), h0_H[None]
   for t in range(max_len):
@@ -79,7 +78,7 @@ def exhaustive(step_fn, h0_H, vocab, max_len, alpha, norm):
 
 def reference_beam(step_fn, h0_H, beam, max_len, alpha, norm):
   """Same algorithm in plain Python, always running to max_len."""
-  penalty = functools.partial(decoding.length_penalty, alpha=alpha, kind=norm)
+  penalty = functools.partial(search.length_penalty, alpha=alpha, kind=norm)
   live = [((), 0.0)]
   carry = h0_H[None]
   finished = []
@@ -230,7 +229,7 @@ def test_fallback_to_live_beams_when_nothing_finishes():
     lp, carry = step_fn(tokens, carry)
     tokens = jnp.array([s[t] for s in seqs])
     totals += np.asarray(lp)[np.arange(len(seqs)), np.asarray(tokens)]
-  penalty = float(decoding.length_penalty(max_len, 1.0))
+  penalty = float(search.length_penalty(max_len, 1.0))
   want = sorted(zip(seqs, totals / penalty, strict=True), key=lambda h: -h[1])
   assert np.all(nbest.lengths == max_len)
   assert_same_hyps(as_hyps(nbest, 0), want)
@@ -238,23 +237,23 @@ def test_fallback_to_live_beams_when_nothing_finishes():
 
 def test_length_penalty_values_and_errors():
   np.testing.assert_allclose(
-    decoding.length_penalty(jnp.array([1, 7, 13]), 1.0, 'gnmt'),
+    search.length_penalty(jnp.array([1, 7, 13]), 1.0, 'gnmt'),
     [1.0, 2.0, 3.0],
   )
   np.testing.assert_allclose(
-    decoding.length_penalty(jnp.array([4, 9]), 0.5, 'length'), [2.0, 3.0]
+    search.length_penalty(jnp.array([4, 9]), 0.5, 'length'), [2.0, 3.0]
   )
-  np.testing.assert_allclose(decoding.length_penalty(jnp.array(9), 0.0), 1.0)
+  np.testing.assert_allclose(search.length_penalty(jnp.array(9), 0.0), 1.0)
   with pytest.raises(ValueError, match='length_norm'):
-    decoding.length_penalty(jnp.array(3), 1.0, 'wu')
+    search.length_penalty(jnp.array(3), 1.0, 'wu')
   with pytest.raises(ValueError, match='alpha'):
-    decoding.length_penalty(jnp.array(3), -0.5)
+    search.length_penalty(jnp.array(3), -0.5)
 
 
 def test_max_lens_from_encoder():
-  got = decoding.max_lens_from_encoder(jnp.array([10, 3, 500]), 0.5, 100)
+  got = search.max_lens_from_encoder(jnp.array([10, 3, 500]), 0.5, 100)
   np.testing.assert_array_equal(got, [6, 3, 100])
-  got = decoding.max_lens_from_encoder(jnp.array([10, 3]), 0.0, 50)
+  got = search.max_lens_from_encoder(jnp.array([10, 3]), 0.0, 50)
   np.testing.assert_array_equal(got, [50, 50])
 
 
@@ -274,7 +273,7 @@ def test_rescore_with_ctc_combines_and_resorts():
     )
   )  # fmt: skip
   for weight in (0.0, 0.3, 1.0):
-    out = jax.jit(decoding.rescore_with_ctc, static_argnums=(5, 6))(
+    out = jax.jit(search.rescore_with_ctc, static_argnums=(5, 6))(
       tokens, lengths, att, ctc_logits, ctc_lengths, weight, EOS
     )
     want = (1 - weight) * np.array([-1.0, -1.5]) + weight * ctc_logp

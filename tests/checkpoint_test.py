@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from configs import default
-from las_jax import checkpoint
+from las_jax import checkpoint, run_layout
 
 
 def _state(scale):
@@ -78,19 +78,19 @@ def test_restore_without_checkpoint_raises(tmp_path):
 def test_run_config_refuses_architecture_change(tmp_path):
   config = default.get_config()
   config.model.hidden = 256
-  checkpoint.check_or_write_run_config(tmp_path, config)
+  run_layout.check_or_write_config(tmp_path, config)
   saved = json.loads((tmp_path / 'config.json').read_text())
   assert saved['model']['hidden'] == 256
   # Training-only fields may change on resume; the file follows.
   config.train.peak_lr = 3e-4
-  checkpoint.check_or_write_run_config(tmp_path, config)
+  run_layout.check_or_write_config(tmp_path, config)
   saved = json.loads((tmp_path / 'config.json').read_text())
   assert saved['train']['peak_lr'] == 3e-4
   changed = default.get_config()
   changed.model.hidden = 512
   changed.features.num_mels = 40
   with pytest.raises(ValueError) as err:
-    checkpoint.check_or_write_run_config(tmp_path, changed)
+    run_layout.check_or_write_config(tmp_path, changed)
   assert 'model.hidden: saved 256, now 512' in str(err.value)
   assert 'features.num_mels: saved 80, now 40' in str(err.value)
 

@@ -14,7 +14,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from configs import deepspeech2, default, kspon, mini, tiny
-from las_jax import checkpoint, restore
+from las_jax import run_layout
 from las_jax import train as train_lib
 
 
@@ -45,7 +45,7 @@ def test_command_line_overrides_keep_them_equal():
 
 def _old_style(config):
   """config.json as runs before the move wrote it."""
-  saved = checkpoint.config_to_dict(config)
+  saved = run_layout.config_to_dict(config)
   saved['train']['vocab_unit'] = saved['data'].pop('vocab_unit')
   saved['train']['vocab_max_size'] = saved['data'].pop('vocab_max_size')
   return saved
@@ -55,15 +55,15 @@ def test_old_names_are_read_as_the_new_ones(tmp_path):
   config = default.get_config()
   config.data.vocab_unit, config.data.vocab_max_size = 'jamo', 300
   saved = _old_style(config)
-  upgraded = checkpoint.upgrade_saved_config(saved)
-  assert upgraded == checkpoint.config_to_dict(config)
+  upgraded = run_layout.upgrade_saved_config(saved)
+  assert upgraded == run_layout.config_to_dict(config)
   assert 'vocab_unit' in saved['train']  # The input is not modified.
   # Where a file has both, the new name wins.
   both = dict(upgraded, train=dict(upgraded['train'], vocab_unit='char'))
-  assert checkpoint.upgrade_saved_config(both)['data']['vocab_unit'] == 'jamo'
+  assert run_layout.upgrade_saved_config(both)['data']['vocab_unit'] == 'jamo'
 
   (tmp_path / 'config.json').write_text(json.dumps(saved))
-  loaded = restore.load_config(tmp_path)
+  loaded = run_layout.load_config(tmp_path)
   assert (loaded.data.vocab_unit, loaded.data.vocab_max_size) == ('jamo', 300)
   assert 'vocab_unit' not in loaded.train
 
@@ -71,7 +71,7 @@ def test_old_names_are_read_as_the_new_ones(tmp_path):
 def test_old_runs_resume_and_changed_vocab_fields_are_named(tmp_path):
   config = tiny.get_config()
   (tmp_path / 'config.json').write_text(json.dumps(_old_style(config)))
-  checkpoint.check_or_write_run_config(tmp_path, config)  # Same run.
+  run_layout.check_or_write_config(tmp_path, config)  # Same run.
   rewritten = json.loads((tmp_path / 'config.json').read_text())
   assert rewritten['data']['vocab_unit'] == 'char'
   assert 'vocab_unit' not in rewritten['train']
@@ -79,14 +79,14 @@ def test_old_runs_resume_and_changed_vocab_fields_are_named(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps(_old_style(config)))
   config.data.vocab_unit = 'jamo'
   with pytest.raises(ValueError, match="data.vocab_unit: saved 'char'"):
-    checkpoint.check_or_write_run_config(tmp_path, config)
+    run_layout.check_or_write_config(tmp_path, config)
 
 
 def test_vocabulary_unit_comes_from_data(tmp_path):
   from las_jax.text import Vocabulary
 
   config = tiny.get_config()
-  Vocabulary.build(['가나다'], 'char').save(tmp_path / train_lib.VOCAB_FILE)
+  Vocabulary.build(['가나다'], 'char').save(tmp_path / run_layout.VOCAB_FILE)
   config.data.vocab_unit = 'jamo'
   with pytest.raises(ValueError, match='config.data.vocab_unit is'):
     train_lib.load_or_build_vocabulary(config, tmp_path, [])

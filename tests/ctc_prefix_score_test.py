@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from las_jax import ctc, ctc_prefix_score, decoding
+from las_jax import ctc
+from las_jax.inference import ctc_prefix_score, search
 
 BLANK, SOS, EOS = 0, 1, 2
 
@@ -119,7 +120,7 @@ def ctc_only_search(logits_BxTxV, lengths_B, beam, max_len, **kwargs):
   b = logits_BxTxV.shape[0]
 
   @jax.jit
-  def search(logits, lengths):
+  def run_search(logits, lengths):
     scorer = ctc_prefix_score.CTCPrefixScorer.from_logits(
       logits,
       lengths,
@@ -128,12 +129,12 @@ def ctc_only_search(logits_BxTxV, lengths_B, beam, max_len, **kwargs):
       eos_id=EOS,
       blank_id=BLANK,
     )
-    step_fn = decoding.weighted_sum([], v, never_ids=(BLANK, SOS))
-    return decoding.beam_search(
+    step_fn = search.weighted_sum([], v, never_ids=(BLANK, SOS))
+    return search.beam_search(
       step_fn, (), b, beam, max_len, SOS, EOS, prefix_scorer=scorer, **kwargs
     )
 
-  return jax.tree.map(np.asarray, search(logits_BxTxV, lengths_B))
+  return jax.tree.map(np.asarray, run_search(logits_BxTxV, lengths_B))
 
 
 def test_ctc_weight_one_wide_beam_finds_the_most_probable_sequence():
@@ -193,7 +194,7 @@ def test_joint_search_is_batch_and_padding_invariant():
     b = logits_BxTxV.shape[0]
 
     @jax.jit
-    def search(logits, lengths, h0):
+    def run_search(logits, lengths, h0):
       scorer = ctc_prefix_score.CTCPrefixScorer.from_logits(
         logits,
         lengths,
@@ -202,8 +203,8 @@ def test_joint_search_is_batch_and_padding_invariant():
         eos_id=EOS,
         blank_id=BLANK,
       )
-      step_fn = decoding.weighted_sum([(0.6, att_step)], v, (BLANK, SOS))
-      return decoding.beam_search(
+      step_fn = search.weighted_sum([(0.6, att_step)], v, (BLANK, SOS))
+      return search.beam_search(
         step_fn,
         (h0,),
         b,
@@ -215,7 +216,7 @@ def test_joint_search_is_batch_and_padding_invariant():
         prefix_scorer=scorer,
       )
 
-    return jax.tree.map(np.asarray, search(logits_BxTxV, lengths_B, h0))
+    return jax.tree.map(np.asarray, run_search(logits_BxTxV, lengths_B, h0))
 
   h0 = jax.random.normal(jax.random.key(9), (3, hidden))
   together = run(jnp.asarray(logits), jnp.asarray(lengths), h0)
@@ -245,7 +246,7 @@ def test_weighted_sum_is_the_sum_of_its_parts():
     return step, table
 
   (s1, t1), (s2, t2) = scorer(0), scorer(1)
-  fused = decoding.weighted_sum([(0.7, s1), (0.3, s2), (0.0, s1)], v, (0,))
+  fused = search.weighted_sum([(0.7, s1), (0.3, s2), (0.0, s1)], v, (0,))
   tokens = jnp.array([1, 4, 5])
   zeros = jnp.zeros(3, jnp.int32)
   scores, carries = fused(tokens, (zeros, zeros, zeros))

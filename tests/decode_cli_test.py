@@ -18,7 +18,8 @@ import pytest
 import soundfile as sf
 from recognizer_test import SR, make_run, signal, to_int16
 
-from las_jax import decode_inputs, metrics, transcribe
+from las_jax import metrics
+from las_jax.inference import inputs, transcription
 
 pytestmark = pytest.mark.usefixtures('fast_compile')
 
@@ -112,7 +113,7 @@ def test_directory_with_bad_files_decodes_the_rest(run_dir, tmp_path):
 
 def _decode(**kwargs):
   out, err = io.StringIO(), io.StringIO()
-  summary = transcribe.decode(stdout=out, stderr=err, **kwargs)
+  summary = transcription.run(stdout=out, stderr=err, **kwargs)
   return summary, out.getvalue(), err.getvalue()
 
 
@@ -191,14 +192,14 @@ def test_argument_errors(run_dir):
   with pytest.raises(ValueError, match='not both'):
     _decode(workdir=str(run_dir), paths=['a.wav'], split='dev')
   with pytest.raises(FileNotFoundError, match='no such transcript list'):
-    decode_inputs.trn_items('missing.trn', None, 'phonetic')
+    inputs.trn_items('missing.trn', None, 'phonetic')
 
 
 def test_finds_audio_recursively_in_sorted_order(tmp_path):
   for rel in ['b/z.flac', 'a.WAV', 'b/a.pcm', 'c.txt', 'b/c/d.raw']:
     (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / rel).write_bytes(b'')
-  found, passed_over = decode_inputs.find_audio_files(str(tmp_path))
+  found, passed_over = inputs.find_audio_files(str(tmp_path))
   found = [os.path.relpath(p, tmp_path) for p in found]
   assert found == ['a.WAV', 'b/a.pcm', 'b/z.flac', 'b/c/d.raw']
   assert passed_over == {'.txt': 1}

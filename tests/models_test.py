@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from configs import default, kspon
-from las_jax import decoding
+from las_jax.inference import search
 from las_jax.models import CTC_BLANK_ID, build_model, count_params
 from las_jax.models.extractors import DeepSpeech2Extractor, VGGExtractor
 from las_jax.models.masking import sequence_mask
@@ -131,8 +131,8 @@ def test_beam_step_runs_each_row_as_its_utterance(attention):
   feats, lengths, _ = batch()
   enc = model.encode(feats, lengths, train=False)
   k = 3
-  carry_B, step = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
-  carry_N = decoding.tile_beams(carry_B, k)
+  carry_B, step = model.scorer(enc.enc_BxSxH, enc.enc_lengths_B)
+  carry_N = search.tile_beams(carry_B, k)
   carries = [carry_B] * k  # Beam j of every utterance, as a batch of B.
   for seed in range(3):
     tokens_N = jax.random.randint(jax.random.key(seed), (3 * k,), 3, VOCAB)
@@ -229,7 +229,7 @@ def test_scheduled_sampling_p0_feeds_argmax():
       sample_key=jax.random.key(3),
     )
     enc = model.encode(feats, lengths)
-    carry, step_fn = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
+    carry, step_fn = model.scorer(enc.enc_BxSxH, enc.enc_lengths_B)
     token, logps = tokens[:, 0], []
     for _ in range(tokens.shape[1]):
       logp, carry = step_fn(token, carry)
@@ -321,6 +321,7 @@ def test_kspon_param_count_closed_form():
   add_norms = 2 * (2 * d)  # two LayerNorms
   proj = d * d + d
   out = d * v  # no bias
+  ctc_head = 2 * h * v + v  # joint CTC (model.ctc_weight 0.3)
   expected = (
     vgg_convs
     + vgg_bn
@@ -331,9 +332,10 @@ def test_kspon_param_count_closed_form():
     + add_norms
     + proj
     + out
+    + ctc_head
   )
   model = build_model(config, v, nnx.Rngs(0))
-  assert count_params(model) == expected == 54_715_712
+  assert count_params(model) == expected == 56_765_712
 
 
 @pytest.mark.parametrize(

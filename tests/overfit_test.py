@@ -79,7 +79,7 @@ def test_las_overfits_four_utterances():
   @nnx.jit
   def greedy(model):
     enc = model.encode(feats, lengths)
-    carry, step_fn = model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
+    carry, step_fn = model.scorer(enc.enc_BxSxH, enc.enc_lengths_B)
 
     def body(state, _):
       token, carry = state

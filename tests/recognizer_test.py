@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from las_jax import audio, checkpoint, optim, parallel, restore
+from las_jax import audio, checkpoint, optim, parallel, run_layout
 from las_jax import train as train_lib
-from las_jax.recognizer import Hypothesis, Recognizer
+from las_jax.inference import restore
+from las_jax.inference.recognizer import Hypothesis, Recognizer
 from las_jax.text import Vocabulary
 
 pytestmark = pytest.mark.usefixtures('fast_compile')
@@ -55,8 +56,8 @@ def make_run(workdir, config=None, step=5, texts=TEXTS):
   mesh = parallel.make_mesh(1)
   tx, _ = optim.make_optimizer(config.train)
   _, state = train_lib.create_train_state(config, len(vocab), tx, mesh)
-  checkpoint.check_or_write_run_config(workdir, config)
-  vocab.save(workdir / restore.VOCAB_FILE)
+  run_layout.check_or_write_config(workdir, config)
+  vocab.save(workdir / run_layout.VOCAB_FILE)
   ckpt = checkpoint.Checkpointer(workdir, keep=2, async_save=False)
   ckpt.save(step, state.checkpointed(), {'epoch': 0, 'position': 0})
   ckpt.save_best(step - 1, state.checkpointed(), {}, dev_metric=0.5)
@@ -94,7 +95,7 @@ def recognizer(run):
 
 def test_restores_the_saved_parameters(run_dir):
   config = tiny_config()
-  vocab = Vocabulary.load(run_dir / restore.VOCAB_FILE)
+  vocab = Vocabulary.load(run_dir / run_layout.VOCAB_FILE)
   mesh = parallel.make_mesh(1)
   tx, _ = optim.make_optimizer(config.train)
   _, state = train_lib.create_train_state(config, len(vocab), tx, mesh)
@@ -182,7 +183,7 @@ def test_streams_by_bucket_and_compiles_once_per_shape(run):
   # Greedy search: a one-entry n-best whose score is a sum of log-probs.
   assert all(len(h) == 1 and h[0].score < 0 for _, h in out)
   # 30 tokens/s (configs/default.py): 1 s of audio may give 30 + EOS.
-  assert rec.max_tokens(16000) == 31
+  assert rec.options.max_tokens(1.0) == 31
 
 
 def test_silent_and_unreadable_inputs_are_named(recognizer, tmp_path):
@@ -205,10 +206,10 @@ def test_loads_by_workdir_or_checkpoint_path(run_dir, run):
   assert by_workdir.transcribe([x], nbest=True) == by_path.transcribe(
     [x], nbest=True
   )
-  best = restore.checkpoint_dir(run_dir, which='best')
+  best = run_layout.checkpoint_dir(run_dir, which='best')
   assert best == run_dir.absolute() / 'checkpoints_best' / '4'
   with pytest.raises(ValueError, match="'latest', 'best'|'best', 'latest'"):
-    restore.checkpoint_dir(run_dir, which='newest')
+    run_layout.checkpoint_dir(run_dir, which='newest')
   with pytest.raises(FileNotFoundError, match='no checkpoint at step 7'):
     Recognizer.from_workdir(run_dir, step=7)
   with pytest.raises(FileNotFoundError, match='config.json'):
@@ -286,10 +287,10 @@ def test_shallow_fusion_follows_the_weighted_sum(run_dir, run, tmp_path):
     None, audio_BxN, np.array([x.size]), run.config.features, False
   )
   enc = run.model.encode(feats, flen)
-  att_carry, att_step = run.model.decode_fns(enc.enc_BxSxH, enc.enc_lengths_B)
-  lm_carry, lm_step = lm.decode_fns(1)
+  att_carry, att_step = run.model.scorer(enc.enc_BxSxH, enc.enc_lengths_B)
+  lm_carry, lm_step = lm.scorer(1)
   token, total, units = np.array([Vocabulary.SOS_ID]), 0.0, []
-  for _ in range(fused.max_tokens(x.size)):
+  for _ in range(fused.options.max_tokens(x.size / SR)):
     att_lp, att_carry = att_step(token, att_carry)
     lm_lp, lm_carry = lm_step(token, lm_carry)
     scores = np.array(att_lp + weight * lm_lp)[0]
@@ -351,12 +352,11 @@ def test_deepspeech2_greedy_and_prefix_beam(tmp_path):
 
 def test_config_of_an_older_run_gets_new_fields_from_defaults(tmp_path):
   from configs import default
-  from las_jax import restore
 
   saved = json.loads(default.get_config().to_json_best_effort())
   del saved['model']['vgg_channels']  # A field added after the run.
   saved['model']['encoder_hidden'] = 7
-  (tmp_path / restore.CONFIG_FILE).write_text(json.dumps(saved))
-  config = restore.load_config(tmp_path)
+  (tmp_path / run_layout.CONFIG_FILE).write_text(json.dumps(saved))
+  config = run_layout.load_config(tmp_path)
   assert tuple(config.model.vgg_channels) == (64, 128)
   assert config.model.encoder_hidden == 7

@@ -17,8 +17,9 @@ import soundfile as sf
 import soxr
 
 from configs import default, tiny
-from las_jax import audio, decode_inputs, models
-from las_jax.recognizer import Recognizer, min_samples
+from las_jax import audio, models
+from las_jax.inference import inputs
+from las_jax.inference.recognizer import Recognizer, min_samples
 
 SR = 16000
 
@@ -509,14 +510,14 @@ def test_directories_take_every_readable_extension(tmp_path, speech):
   speech.astype('<i2').tofile(tmp_path / 'm.pcm')
   for name in ('notes.txt', 'list.json', 'sub/x.json', '.DS_Store', 'v.mat'):
     (tmp_path / name).write_text('not audio')
-  found, passed_over = decode_inputs.find_audio_files(str(tmp_path))
+  found, passed_over = inputs.find_audio_files(str(tmp_path))
   names = sorted(Path(p).relative_to(tmp_path).as_posix() for p in found)
   assert names == sorted([*written, 'm.pcm'])
   assert passed_over == {'.txt': 1, '.json': 2, '': 1, '.mat': 1}
   for path in found:  # Each one reads, with no complaint.
     out, notes = _read(path)
     assert out.size > SR // 2 and notes == []
-  _, _, [note] = decode_inputs.path_items([str(tmp_path)])
+  _, _, [note] = inputs.path_items([str(tmp_path)])
   assert note == (
     f'{tmp_path}: 5 file(s) not read, their extension is not an audio '
     'format: 2 .json, 1 (no extension), 1 .mat, 1 .txt'

@@ -11,8 +11,9 @@ import json
 import numpy as np
 import pytest
 
-from las_jax import data, decode_inputs
+from las_jax import data
 from las_jax.data import common
+from las_jax.inference import inputs
 from las_jax.text import normalize_transcript
 
 # ------------------------------------------------------ 10. encodings --
@@ -73,7 +74,7 @@ def test_decode_inputs_keep_every_good_line(tmp_path):
   (tmp_path / 'scripts').mkdir()
   trn = tmp_path / 'scripts' / 'eval_clean.trn'
   trn.write_bytes(_mixed_lines(tmp_path))
-  items, rejected = decode_inputs.trn_items(str(trn), None, 'phonetic')
+  items, rejected = inputs.trn_items(str(trn), None, 'phonetic')
   assert [(i.id, i.reference) for i in items] == [
     ('a', '입증책임을 하는'),
     ('b', '무슨 칠십 퍼센트'),

@@ -368,7 +368,7 @@ def test_non_finite_step_is_skipped_and_counted(corpus):
   mesh = parallel.make_mesh(2)
   tx, _ = optim.make_optimizer(config.train)
   graphdef, state = create_train_state(config, 12, tx, mesh)
-  train_fn, _, _ = steps.compile_steps(config, graphdef, tx, mesh, 8)
+  train_fn, _, _ = steps.compile_steps(config, graphdef, tx, mesh)
   # One NaN weight (as after a bad update) makes the loss and every
   # gradient upstream of it NaN.
   params = jax.tree_util.tree_map_with_path(
@@ -406,7 +406,7 @@ def test_ctc_warmup_trains_ctc_alone_then_the_joint_loss(corpus):
   mesh = parallel.make_mesh(1)
   tx, _ = optim.make_optimizer(config.train)
   graphdef, state = create_train_state(config, 12, tx, mesh)
-  train_fn, _, _ = steps.compile_steps(config, graphdef, tx, mesh, 8)
+  train_fn, _, _ = steps.compile_steps(config, graphdef, tx, mesh)
   rng = np.random.default_rng(1)
   tokens = rng.integers(4, 12, (4, 6)).astype(np.int32)
   tokens[:, -1] = Vocabulary.EOS_ID

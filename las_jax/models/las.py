@@ -85,17 +85,17 @@ class LAS(nnx.Module):
       'ctc_logits_BxSxV': enc.ctc_logits_BxSxV,
     }
 
-  def decode_fns(
+  def scorer(
     self, enc_BxSxH: jax.Array, enc_lengths_B: jax.Array
   ) -> tuple[Carry, Callable[[jax.Array, Carry], tuple[jax.Array, Carry]]]:
     """Initial carry and `step_fn(token_N, carry) -> (log_probs_NxV, carry)`.
 
-    The decoding contract of `las_jax.decoding`. The encoder-side attention
+    The step contract of `las_jax.inference.search`. The encoder-side attention
     projections are computed here once per utterance and closed over.
     `step_fn` takes N = batch * K rows for any K (utterance b's beam k is
     row b * K + k; K = 1 for greedy search), all K attending to their
     utterance's one copy of the projections. The initial carry is per
-    utterance ([B, ...]), as `decoding.beam_search` takes it.
+    utterance ([B, ...]), as `search.beam_search` takes it.
     """
     enc_mask = sequence_mask(enc_lengths_B, enc_BxSxH.shape[1])
     memory = self.speller.precompute(enc_BxSxH)

@@ -7,7 +7,7 @@ Kannan et al. 2018 for attention models; ESPnet's `RNNLM`: embedding,
 stacked LSTM, linear output). Trained by `train.py` like the acoustic
 models (`model.name = 'lstm_lm'`) on the transcripts the recognizer was
 trained on, tokenized with the recognizer's vocabulary, so its step can be
-fused into the beam search (`decoding.weighted_sum`): the carry is a dict
+fused into the beam search (`search.weighted_sum`): the carry is a dict
 of [N, layers, H] LSTM states, gathered by the search like the speller's.
 A teacher-forced batch runs each LSTM layer in parallel over time
 (`LSTMCell.over_time`).
@@ -79,11 +79,11 @@ class LSTMLM(nnx.Module):
     carry = {'h': jnp.stack(hs, axis=1), 'c': jnp.stack(cs, axis=1)}
     return dense(self.out, x), carry
 
-  def decode_fns(
+  def scorer(
     self, batch_size: int
   ) -> tuple[Carry, Callable[[jax.Array, Carry], tuple[jax.Array, Carry]]]:
     """Initial carry ([B, ...]) and `step_fn(token_N, carry) ->
-    (log_probs_NxV, carry)`, the decoding contract of `las_jax.decoding`."""
+    (log_probs_NxV, carry)`, the step contract of `las_jax.inference.search`."""
 
     def step_fn(token_N, carry):
       logits, carry = self.step(token_N, carry)

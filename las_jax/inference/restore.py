@@ -15,7 +15,6 @@ optimizer has to be rebuilt. The layout it reads is `checkpoint.py`'s:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 
@@ -24,17 +23,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from configs import default
-from las_jax import checkpoint, models
+from las_jax import models, run_layout
 from las_jax.text import Vocabulary
-
-# Files of a run directory (written by training).
-CONFIG_FILE = 'config.json'
-VOCAB_FILE = 'vocab.txt'
-# Checkpoint directories of a run, by `which`.
-CHECKPOINT_DIRS = {'latest': 'checkpoints', 'best': 'checkpoints_best'}
-# The orbax item holding the training state inside a step directory.
-STATE_ITEM = 'state'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,89 +39,13 @@ class Run:
   checkpoint: Path
 
 
-def _fill_missing(
-  config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict
-) -> None:
-  """Adds the fields of `defaults` that `config` lacks, recursively."""
-  for key, value in defaults.items():
-    if key not in config:
-      config[key] = value
-    elif isinstance(value, ml_collections.ConfigDict) and isinstance(
-      config[key], ml_collections.ConfigDict
-    ):
-      _fill_missing(config[key], value)
-
-
-def load_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
-  """Reads a run's config.json as a ConfigDict.
-
-  Fields renamed since the run was made are read under their new names
-  (`checkpoint.RENAMED_FIELDS`), and fields added to `configs/default.py`
-  take their default values, so older runs keep decoding.
-  """
-  path = Path(run_dir) / CONFIG_FILE
-  try:
-    saved = checkpoint.upgrade_saved_config(json.loads(path.read_text()))
-    config = ml_collections.ConfigDict(saved)
-  except FileNotFoundError as e:
-    raise FileNotFoundError(
-      f'{path} not found: {run_dir} is not a training run directory'
-    ) from e
-  except json.JSONDecodeError as e:
-    raise ValueError(f'{path}: not valid JSON: {e}') from e
-  _fill_missing(config, default.get_config())
-  return config
-
-
-def find_run_dir(checkpoint: str | os.PathLike) -> Path:
-  """The nearest directory at or above `checkpoint` holding config.json."""
-  path = Path(checkpoint).absolute()
-  for candidate in (path, *path.parents):
-    if (candidate / CONFIG_FILE).is_file():
-      return candidate
-  raise FileNotFoundError(
-    f'no {CONFIG_FILE} in {path} or above it: give the checkpoint of a '
-    'training run directory'
-  )
-
-
-def checkpoint_dir(
-  workdir: str | os.PathLike, which: str = 'latest', step: int | None = None
-) -> Path:
-  """The step directory of a run's latest/best checkpoint (or of `step`).
-
-  Raises:
-    ValueError: `which` is not 'latest' or 'best'.
-    FileNotFoundError: there is no such checkpoint (naming the directory).
-  """
-  if which not in CHECKPOINT_DIRS:
-    raise ValueError(
-      f'which must be one of {sorted(CHECKPOINT_DIRS)}, got {which!r}'
-    )
-  if not Path(workdir).is_dir():
-    raise FileNotFoundError(f'{workdir}: no such run directory')
-  directory = Path(workdir).absolute() / CHECKPOINT_DIRS[which]
-  if not directory.is_dir():
-    raise FileNotFoundError(f'{directory}: no {which} checkpoints here')
-  steps = ocp.utils.checkpoint_steps(directory)  # Finalized ones only.
-  if step is None:
-    if not steps:
-      raise FileNotFoundError(f'{directory}: no complete checkpoint')
-    step = max(steps)
-  elif step not in steps:
-    raise FileNotFoundError(
-      f'{directory}: no checkpoint at step {step}; steps: {sorted(steps)}'
-    )
-  return directory / str(step)
-
-
 def _state_dir(path: Path) -> Path:
-  if (path / STATE_ITEM).is_dir():
-    return path / STATE_ITEM
-  if path.name == STATE_ITEM and path.is_dir():
+  if (path / run_layout.STATE_ITEM).is_dir():
+    return path / run_layout.STATE_ITEM
+  if path.name == run_layout.STATE_ITEM and path.is_dir():
     return path
   raise FileNotFoundError(
-    f'{path}: not a checkpoint step directory (no {STATE_ITEM}/ inside)'
+    f'{path}: not a checkpoint step directory (no {run_layout.STATE_ITEM}/ inside)'
   )
 
 
@@ -183,9 +97,9 @@ def restore_model(
 
 def load_checkpoint(checkpoint: str | os.PathLike) -> Run:
   """Restores a checkpoint step directory with its run's config and vocab."""
-  run_dir = find_run_dir(checkpoint)
-  config = load_config(run_dir)
-  vocab = Vocabulary.load(run_dir / VOCAB_FILE)
+  run_dir = run_layout.find_run_dir(checkpoint)
+  config = run_layout.load_config(run_dir)
+  vocab = Vocabulary.load(run_dir / run_layout.VOCAB_FILE)
   model = restore_model(config, len(vocab), checkpoint)
   return Run(model, config, vocab, Path(checkpoint).absolute())
 
@@ -194,7 +108,7 @@ def load_run(
   workdir: str | os.PathLike, which: str = 'latest', step: int | None = None
 ) -> Run:
   """Restores a run's latest or best checkpoint (see `checkpoint_dir`)."""
-  return load_checkpoint(checkpoint_dir(workdir, which, step))
+  return load_checkpoint(run_layout.checkpoint_dir(workdir, which, step))
 
 
 def load_language_model(workdir: str | os.PathLike) -> Run:
@@ -207,10 +121,10 @@ def load_language_model(workdir: str | os.PathLike) -> Run:
     FileNotFoundError: no run or no checkpoint there.
     ValueError: the run is not a language model.
   """
-  config = load_config(workdir)
+  config = run_layout.load_config(workdir)
   if config.model.name != 'lstm_lm':
     raise ValueError(
-      f'{Path(workdir) / CONFIG_FILE}: model.name is {config.model.name!r}, '
+      f'{Path(workdir) / run_layout.CONFIG_FILE}: model.name is {config.model.name!r}, '
       "not a language model ('lstm_lm'); give the workdir of a run trained "
       'with configs/kspon_lm.py or configs/mini_lm.py'
     )
@@ -228,8 +142,8 @@ def check_same_vocabulary(asr: Run, lm: Run) -> None:
   """
   if asr.vocab == lm.vocab:
     return
-  asr_file = find_run_dir(asr.checkpoint) / VOCAB_FILE
-  lm_file = find_run_dir(lm.checkpoint) / VOCAB_FILE
+  asr_file = run_layout.find_run_dir(asr.checkpoint) / run_layout.VOCAB_FILE
+  lm_file = run_layout.find_run_dir(lm.checkpoint) / run_layout.VOCAB_FILE
   diff = next(
     (
       f'unit {i}: {a!r} vs {b!r}'
@@ -245,5 +159,5 @@ def check_same_vocabulary(asr: Run, lm: Run) -> None:
   raise ValueError(
     f'the language model vocabulary {lm_file} does not match the '
     f'recognizer vocabulary {asr_file} ({diff}); train the language model '
-    f'with --config.data.vocab_from={find_run_dir(asr.checkpoint)}'
+    f'with --config.data.vocab_from={run_layout.find_run_dir(asr.checkpoint)}'
   )

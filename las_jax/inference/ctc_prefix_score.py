@@ -236,7 +236,7 @@ def advance(
 
 @dataclasses.dataclass(frozen=True)
 class CTCPrefixScorer:
-  """The CTC head as a prefix scorer of `decoding.beam_search`.
+  """The CTC head as a prefix scorer of `search.beam_search`.
 
   Attributes:
     log_probs_BxTxV: `frame_log_probs` of the batch.

@@ -1,6 +1,6 @@
 """Batch transcription with reports: what `decode.py` runs.
 
-`decode(...)` restores a model into a `Recognizer`, streams the inputs
+`run(...)` restores a model into a `Recognizer`, streams the inputs
 through it and writes:
 - stdout: one `id<TAB>hypothesis` line per utterance, as it is decoded
   (batch order, not input order);
@@ -35,8 +35,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from las_jax import audio, decode_inputs, metrics, restore
-from las_jax.recognizer import Recognizer
+from las_jax import audio, metrics, run_layout
+from las_jax.inference import inputs
+from las_jax.inference.recognizer import Recognizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,12 +100,12 @@ class Summary:
     return '\n'.join(lines)
 
 
-def decode_items(
+def transcribe_items(
   recognizer: Recognizer,
-  items: Iterable[decode_inputs.DecodeItem],
+  items: Iterable[inputs.DecodeItem],
   jsonl: TextIO,
   *,
-  rejected: Sequence[decode_inputs.Rejected] = (),
+  rejected: Sequence[inputs.Rejected] = (),
   stdout: TextIO | None = None,
   stderr: TextIO | None = None,
 ) -> Summary:
@@ -127,10 +128,10 @@ def decode_items(
     print(f'Skipping {bad.name}: {bad.reason}', file=stderr)
   skipped, warned = len(rejected), 0
   audio_seconds = 0.0
-  pending: dict[int, tuple[decode_inputs.DecodeItem, float, float]] = {}
+  pending: dict[int, tuple[inputs.DecodeItem, float, float]] = {}
   sample_rate = recognizer.sample_rate
 
-  def named(item: decode_inputs.DecodeItem, message: str) -> str:
+  def named(item: inputs.DecodeItem, message: str) -> str:
     # Audio messages usually start with the path already.
     return (
       message if message.startswith(item.name) else f'{item.name}: {message}'
@@ -221,7 +222,7 @@ def _source_name(paths: Sequence[str], split: str | None) -> str:
   return 'audio'
 
 
-def decode(
+def run(
   *,
   workdir: str | None = None,
   which: str = 'latest',
@@ -270,14 +271,14 @@ def decode(
   options = {k: v for k, v in options.items() if v is not None}
   if checkpoint is not None:
     recognizer = Recognizer.from_checkpoint(checkpoint, **options)
-    run_dir = restore.find_run_dir(checkpoint)
+    run_dir = run_layout.find_run_dir(checkpoint)
   else:
     recognizer = Recognizer.from_workdir(workdir, which=which, **options)
     run_dir = Path(workdir)
   data = recognizer.config.data
   rejected = []
   if split:
-    _, items = decode_inputs.split_items(
+    _, items = inputs.split_items(
       dataset or data.dataset,
       data.transcription,
       split,
@@ -286,7 +287,7 @@ def decode(
       manual_dir=None if dataset or data_dir else data.manual_dir,
     )
   else:
-    items, rejected, notes = decode_inputs.path_items(
+    items, rejected, notes = inputs.path_items(
       paths, audio_root, data.transcription
     )
     for note in notes:
@@ -298,7 +299,7 @@ def decode(
   )
   out_path.parent.mkdir(parents=True, exist_ok=True)
   with out_path.open('w', encoding='utf-8') as jsonl:
-    summary = decode_items(
+    summary = transcribe_items(
       recognizer,
       items,
       jsonl,

@@ -29,7 +29,7 @@ TRN_EXTENSION = '.trn'
 
 @dataclasses.dataclass(frozen=True)
 class DecodeItem:
-  """One utterance to transcribe.
+  """One utterance to transcription.
 
   Attributes:
     id: utterance id: the path as found for files, the corpus id for .trn

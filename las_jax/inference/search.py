@@ -9,7 +9,7 @@ utterance: row b * K + k), `carry` is any pytree whose leaves have a leading
 N axis, and `log_probs_NxV` are NORMALIZED log-probabilities (log_softmax):
 the early-stopping bound of the beam search relies on them being <= 0. The
 encoder output is closed over by the caller, once per utterance (the step
-maps its K rows per utterance onto it; see `LAS.decode_fns`).
+maps its K rows per utterance onto it; see `LAS.scorer`).
 
 Both searches are pure functions built on `lax.while_loop`; call them inside
 `jax.jit` together with the encoder (the step callback is a Python closure, so
@@ -28,7 +28,8 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from las_jax import ctc, ctc_prefix_score
+from las_jax import ctc
+from las_jax.inference import ctc_prefix_score
 
 StepFn = Callable[[jax.Array, Any], tuple[jax.Array, Any]]
 NEG_INF = float('-inf')
@@ -174,7 +175,7 @@ def greedy_search(
 
 def weighted_sum(
   scorers: Sequence[tuple[float, StepFn]],
-  vocab_size: int,
+  vocab_size: int | None = None,
   never_ids: Sequence[int] = (),
 ) -> StepFn:
   """Shallow fusion of full scorers into one step function.
@@ -188,7 +189,7 @@ def weighted_sum(
 
   Args:
     scorers: (weight, step_fn) pairs, weights >= 0.
-    vocab_size: V.
+    vocab_size: V; needed only when no scorer has a weight.
     never_ids: units that always score -inf (special tokens that are never
       targets: they would decode to nothing). The scores stay <= 0, which
       beam search's stopping bound needs.
@@ -199,6 +200,8 @@ def weighted_sum(
   """
   if any(w < 0 for w, _ in scorers):
     raise ValueError(f'weights must be >= 0, got {[w for w, _ in scorers]}')
+  if vocab_size is None and not any(w for w, _ in scorers):
+    raise ValueError('weighted_sum: no scorer has a weight; give vocab_size')
   never = jnp.asarray(list(never_ids), jnp.int32)
 
   def step_fn(tokens_N, carries):

@@ -8,28 +8,21 @@ Utterances are grouped by the input pipeline's audio length buckets and
 padded to the bucket's length, with batches of a power-of-two number of
 rows up to `batch_size`; each (rows, samples) shape is compiled once, ahead
 of time, and cached, so a stream of any lengths compiles a handful of
-programs. One compiled program does the whole path on the accelerator:
-log-mel features, encoder, then the search. LAS searches with its
-speller's single step, fused with a language model's when one is given
-(shallow fusion), and uses its CTC head as `ctc_mode` says:
-- 'joint': one-pass joint CTC/attention beam search, CTC prefix scores of
-  a pre-beam of candidates inside the search (`ctc_prefix_score`);
-- 'rescore': attention beam search, then the n-best rescored with CTC;
-- 'ctc': the CTC head alone, as DeepSpeech2 decodes: the best CTC path,
-  or CTC prefix beam search (`ctc.ctc_prefix_beam_search`, on the host, on
-  the log-probabilities the program returns);
-- 'off': attention alone.
+programs. One compiled program, `batch_search.search_batch`, does the
+whole path on the accelerator: log-mel features, encoder, then the search
+`ctc_mode` selects (one-pass joint CTC/attention by default for a LAS with
+a CTC head; see `batch_search`), fused with a language model when one is
+given.
 
 Decoding is padding- and batch-invariant: an utterance gets the same
 hypotheses alone or batched with longer ones, because features, encoder
-and attention mask every padded sample and frame, and `decoding` freezes
+and attention mask every padded sample and frame, and `search` freezes
 finished utterances.
 """
 
 from __future__ import annotations
 
 import collections
-import math
 import os
 import time
 import warnings
@@ -42,21 +35,11 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from las_jax import (
-  audio,
-  ctc,
-  ctc_prefix_score,
-  decoding,
-  features,
-  input_pipeline,
-  models,
-  restore,
-)
+from las_jax import audio, features, input_pipeline, models
+from las_jax.inference import batch_search, restore
 from las_jax.text import Vocabulary
 
 AudioInput = str | os.PathLike | np.ndarray
-# How LAS uses its CTC head (`config.decode.ctc_mode`).
-CTC_MODES = ('joint', 'rescore', 'ctc', 'off')
 
 
 class Hypothesis(NamedTuple):
@@ -72,7 +55,7 @@ class Hypothesis(NamedTuple):
 
 
 class Recognizer:
-  """A restored model with jit-compiled, bucketed batch decoding."""
+  """A restored model with jit-compiled, bucketed batch search."""
 
   def __init__(
     self,
@@ -113,45 +96,31 @@ class Recognizer:
       length_bonus: added to a hypothesis' score per emitted token (LAS).
       length_penalty: beam search length penalty exponent (LAS).
       max_tokens_per_second: LAS token limit per second of audio, see
-        `max_tokens`.
+        `batch_search.SearchOptions.max_tokens`.
 
     Raises:
       ValueError: an option is out of range, a CTC mode was asked of a
         model without a CTC head, or the language model's vocabulary is
         not this model's.
     """
-    dcfg = config.decode
     self.config = config
     self.vocab = vocab
-
-    def option(value, default):
-      return default if value is None else value
-
-    self.beam_size = int(option(beam_size, dcfg.beam_size))
-    self.batch_size = int(option(batch_size, dcfg.batch_size))
-    self.length_penalty = float(option(length_penalty, dcfg.length_penalty))
-    self.length_bonus = float(option(length_bonus, dcfg.length_bonus))
-    self.max_tokens_per_second = float(
-      option(max_tokens_per_second, dcfg.max_tokens_per_second)
+    self.options = batch_search.SearchOptions.resolve(
+      config,
+      beam_size=beam_size,
+      ctc_mode=ctc_mode,
+      ctc_weight=ctc_weight,
+      ctc_prebeam_ratio=ctc_prebeam_ratio,
+      lm_weight=lm_weight,
+      length_bonus=length_bonus,
+      length_penalty=length_penalty,
+      max_tokens_per_second=max_tokens_per_second,
     )
-    self.ctc_prebeam_ratio = float(
-      option(ctc_prebeam_ratio, dcfg.ctc_prebeam_ratio)
+    self.batch_size = int(
+      config.decode.batch_size if batch_size is None else batch_size
     )
-    if self.beam_size < 1:
-      raise ValueError(f'beam_size must be >= 1, got {self.beam_size}')
     if self.batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {self.batch_size}')
-    if self.ctc_prebeam_ratio <= 0:
-      raise ValueError(
-        f'ctc_prebeam_ratio must be > 0, got {self.ctc_prebeam_ratio}'
-      )
-    self.is_ctc_model = config.model.name == 'deepspeech2'
-    self.has_ctc_head = self.is_ctc_model or config.model.ctc_weight > 0
-    self.ctc_mode = self._resolve_ctc_mode(option(ctc_mode, dcfg.ctc_mode))
-    self.ctc_weight = self._resolve_ctc_weight(ctc_weight)
-    self.lm_weight = float(option(lm_weight, dcfg.lm_weight))
-    if self.lm_weight < 0:
-      raise ValueError(f'lm_weight must be >= 0, got {self.lm_weight}')
     if language_model is not None and language_model.vocab != vocab:
       raise ValueError(
         f'the language model of {language_model.checkpoint} was trained on '
@@ -159,7 +128,7 @@ class Recognizer:
         f'model ({len(vocab)} units); train it with '
         "--config.data.vocab_from=<this model's run directory>"
       )
-    self.language_model = language_model if self.lm_weight else None
+    self.language_model = language_model if self.options.lm_weight else None
     if self.language_model is not None and self.ctc_mode == 'ctc':
       raise ValueError(
         "shallow fusion needs a label-synchronous search: use ctc_mode 'joint'"
@@ -175,7 +144,7 @@ class Recognizer:
     self._buckets = input_pipeline.buckets_from_config(config).audio
     self._compiled: dict[tuple[int, int], Any] = {}
     self.min_samples = min_samples(config)
-    # Seconds spent compiling, so callers can report it apart from decoding.
+    # Seconds spent compiling, so callers can report it apart from search.
     self.compile_seconds = 0.0
 
   # ------------------------------------------------------------ loading --
@@ -227,49 +196,17 @@ class Recognizer:
       options['language_model'] = lm_run
     return cls(run.model, run.config, run.vocab, **options)
 
-  def _resolve_ctc_mode(self, mode: str | None) -> str:
-    if self.is_ctc_model:
-      if mode not in (None, 'ctc'):
-        raise ValueError(
-          f'ctc_mode={mode!r}: DeepSpeech2 has no attention decoder; it '
-          "decodes with its CTC head only ('ctc')"
-        )
-      return 'ctc'
-    if mode is None:
-      return 'joint' if self.has_ctc_head else 'off'
-    if mode not in CTC_MODES:
-      raise ValueError(f'ctc_mode must be one of {CTC_MODES}, got {mode!r}')
-    if mode != 'off' and not self.has_ctc_head:
-      raise ValueError(
-        f'ctc_mode={mode!r} needs a model with a CTC head; this LAS has '
-        "none (config.model.ctc_weight was 0): use ctc_mode='off'"
-      )
-    return mode
+  @property
+  def beam_size(self) -> int:
+    return self.options.beam_size
 
-  def _resolve_ctc_weight(self, ctc_weight: float | None) -> float:
-    """lambda of 'joint' and 'rescore'; 1 for 'ctc', 0 for 'off'."""
-    if ctc_weight and not self.has_ctc_head:
-      raise ValueError(
-        f'ctc_weight={ctc_weight} needs a model with a CTC head; this LAS '
-        'has none (config.model.ctc_weight was 0)'
-      )
-    if self.ctc_mode in ('ctc', 'off'):
-      return 1.0 if self.ctc_mode == 'ctc' else 0.0
-    weight = ctc_weight
-    if weight is None:
-      weight = self.config.decode.ctc_weight
-    if weight is None:
-      weight = self.config.model.ctc_weight
-    weight = float(weight)
-    if weight == 0.0:
-      self.ctc_mode = 'off'  # (1 - 0) * attention + 0 * CTC.
-      return 0.0
-    if not 0.0 < weight <= 1.0:
-      raise ValueError(
-        f'ctc_weight must be in (0, 1] for ctc_mode={self.ctc_mode!r}, got '
-        f"{weight}; ctc_mode='off' decodes with attention alone"
-      )
-    return weight
+  @property
+  def ctc_mode(self) -> str:
+    return self.options.ctc_mode
+
+  @property
+  def ctc_weight(self) -> float:
+    return self.options.ctc_weight
 
   # -------------------------------------------------------- audio input --
 
@@ -439,24 +376,10 @@ class Recognizer:
     largest = self._buckets[-1]
     return -(-num_samples // largest) * largest
 
-  def max_tokens(self, num_samples: int) -> int:
-    """LAS output limit (EOS included) for `num_samples` of audio.
-
-    `max_tokens_per_second` times the duration, plus one for EOS; without
-    a rate, the largest token bucket. Per padded shape, it sets the width
-    of the search state, so short buckets search small arrays.
-    """
-    rate = self.max_tokens_per_second
-    if rate <= 0:
-      return max(self.config.input.token_buckets)
-    return math.ceil(rate * num_samples / self.sample_rate) + 1
-
   def max_units(self, seconds: float) -> int | None:
     """Output units (EOS excluded) the LAS search allows for `seconds` of
-    audio, or None when unlimited (CTC, or no rate)."""
-    if self.ctc_mode == 'ctc' or self.max_tokens_per_second <= 0:
-      return None
-    return math.ceil(self.max_tokens_per_second * seconds)
+    audio, or None when unlimited (`SearchOptions.max_units`)."""
+    return self.options.max_units(seconds)
 
   def _rows(self, n: int) -> int:
     """Rows of a batch of n utterances: the next power of two, capped."""
@@ -489,17 +412,9 @@ class Recognizer:
     return self._compiled[rows, padded]
 
   def _finish(self, keys: list[Any], outputs) -> Iterator[tuple[Any, list]]:
-    outputs = jax.device_get(outputs)
-    if self._host_prefix_search:
-      log_probs_BxSxV, lengths_B = outputs
-      tokens, lengths, scores = ctc.ctc_prefix_beam_search(
-        log_probs_BxSxV[: len(keys)],
-        lengths_B[: len(keys)],
-        self.beam_size,
-        blank_id=Vocabulary.PAD_ID,
-      )
-    else:
-      tokens, lengths, scores = outputs
+    tokens, lengths, scores = batch_search.finish_on_host(
+      outputs, len(keys), self.options
+    )
     for b, key in enumerate(keys):
       yield (
         key,
@@ -510,107 +425,20 @@ class Recognizer:
         ],
       )
 
-  @property
-  def _host_prefix_search(self) -> bool:
-    """CTC prefix beam search runs on the host, after the program."""
-    return self.ctc_mode == 'ctc' and self.beam_size > 1
-
   def _decode_fn(self, state, audio_BxN, lengths_B):
-    """Audio to fixed-shape n-best arrays (or CTC log-probs); jitted."""
+    """`batch_search.search_batch` of the restored models; jitted."""
     asr_state, lm_state = state
-    model = nnx.merge(self._graphdef, asr_state)
-    feats_BxTxF, flen_B = features.featurize(
-      None, audio_BxN, lengths_B, self.config.features, False
-    )
-    enc = model.encode(feats_BxTxF, flen_B, train=False)
-    if self.ctc_mode == 'ctc':
-      return self._ctc_search(enc.ctc_logits_BxSxV, enc.enc_lengths_B)
     lm = None
     if lm_state is not None:
       lm = nnx.merge(self._lm_graphdef, lm_state)
-    return self._label_search(model, lm, enc, audio_BxN.shape[1], lengths_B)
-
-  def _ctc_search(self, logits_BxSxV, lengths_B):
-    log_probs_BxSxV = jax.nn.log_softmax(logits_BxSxV.astype(jnp.float32))
-    if self._host_prefix_search:
-      return log_probs_BxSxV, lengths_B
-    tokens_BxS, tok_lengths_B = ctc.ctc_greedy_decode(
-      log_probs_BxSxV, lengths_B, Vocabulary.PAD_ID
+    return batch_search.search_batch(
+      nnx.merge(self._graphdef, asr_state),
+      lm,
+      audio_BxN,
+      lengths_B,
+      self.config,
+      self.options,
     )
-    valid_BxS = jnp.arange(logits_BxSxV.shape[1])[None] < lengths_B[:, None]
-    path_B = jnp.sum(jnp.where(valid_BxS, log_probs_BxSxV.max(-1), 0.0), 1)
-    return tokens_BxS[:, None], tok_lengths_B[:, None], path_B[:, None]
-
-  def _label_search(self, model, lm, enc, padded, audio_lengths_B):
-    """Greedy or beam search over output units ('joint', 'rescore', 'off')."""
-    enc_len_B = enc.enc_lengths_B
-    b = enc_len_B.shape[0]
-    max_len = self.max_tokens(padded)
-    # In seconds of audio, not encoder frames: the frame rate depends on
-    # the extractor and pyramid layers, speech rate does not.
-    seconds_B = audio_lengths_B.astype(jnp.float32) / self.sample_rate
-    limits_B = decoding.max_lens_from_encoder(
-      seconds_B, self.max_tokens_per_second, max_len
-    )
-    ids = dict(sos_id=Vocabulary.SOS_ID, eos_id=Vocabulary.EOS_ID)
-    joint = self.ctc_mode == 'joint'
-    att_carry, att_step = model.decode_fns(enc.enc_BxSxH, enc_len_B)
-    scorers = [(1.0 - self.ctc_weight if joint else 1.0, att_step)]
-    carries = [att_carry]
-    if lm is not None:
-      lm_carry, lm_step = lm.decode_fns(b)
-      scorers.append((self.lm_weight, lm_step))
-      carries.append(lm_carry)
-    # <pad> (the CTC blank) and <sos> are never training targets. Label
-    # smoothing gives them a little probability; emitted, they would decode
-    # to nothing and fill the n-best with duplicates.
-    step_fn = decoding.weighted_sum(
-      scorers, len(self.vocab), never_ids=(Vocabulary.PAD_ID, Vocabulary.SOS_ID)
-    )
-    prefix_scorer = None
-    if joint:
-      prefix_scorer = ctc_prefix_score.CTCPrefixScorer.from_logits(
-        enc.ctc_logits_BxSxV,
-        enc_len_B,
-        weight=self.ctc_weight,
-        pre_beam_ratio=self.ctc_prebeam_ratio,
-        eos_id=Vocabulary.EOS_ID,
-        blank_id=Vocabulary.PAD_ID,
-      )
-    k = self.beam_size
-    if k == 1 and prefix_scorer is None:
-      r = decoding.greedy_search(
-        step_fn, tuple(carries), b, max_len, max_lens_B=limits_B, **ids
-      )
-      nbest = decoding.NBest(
-        r.tokens[:, None], r.lengths[:, None], r.scores[:, None]
-      )
-    else:
-      nbest = decoding.beam_search(
-        step_fn,
-        tuple(carries),
-        b,
-        k,
-        max_len,
-        length_penalty_alpha=self.length_penalty,
-        length_norm=self.config.decode.length_norm,
-        max_lens_B=limits_B,
-        prefix_scorer=prefix_scorer,
-        length_bonus=self.length_bonus,
-        **ids,
-      )
-    if self.ctc_mode == 'rescore':
-      nbest = decoding.rescore_with_ctc(
-        nbest.tokens,
-        nbest.lengths,
-        nbest.scores,
-        enc.ctc_logits_BxSxV,
-        enc_len_B,
-        self.ctc_weight,
-        Vocabulary.EOS_ID,
-        blank_id=Vocabulary.PAD_ID,
-      )
-    return nbest.tokens, nbest.lengths, nbest.scores
 
 
 def min_samples(config: ml_collections.ConfigDict) -> int:
