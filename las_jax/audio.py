@@ -468,7 +468,13 @@ def _frame_powers(x_N: np.ndarray) -> np.ndarray:
 
 
 def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
-  """Drops leading and trailing silence; never anything in between.
+  """`samples_N[start:end]` for `trim_bounds`' start and end."""
+  start, end = trim_bounds(samples_N, top_db)
+  return samples_N[start:end]
+
+
+def trim_bounds(samples_N: np.ndarray, top_db: float = 30) -> tuple[int, int]:
+  """Where leading and trailing silence end: never anything in between.
 
   KoSpeech's `del_silence` keeps the frames within `top_db` of the loudest
   frame and concatenates them, deleting interior pauses and any speech 30
@@ -485,10 +491,11 @@ def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
     top_db: threshold below the peak frame power, in dB.
 
   Returns:
-    A slice of the input (same dtype); empty when every frame is silent.
+    (start, end) sample indices of the audio kept; start == end when every
+    frame is silent.
   """
   if samples_N.size == 0:
-    return samples_N
+    return 0, 0
   scale = 32768.0 if samples_N.dtype == np.int16 else 1.0
   power_F = _frame_powers(samples_N.astype(np.float64) / scale)
   below_peak_F = power_F <= power_F.max() * 10 ** (-top_db / 10)
@@ -499,7 +506,6 @@ def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
   background_F = power_F <= floor * 10 ** (_TRIM_MARGIN_DB / 10)
   kept = np.flatnonzero(~(below_peak_F & background_F))
   if kept.size == 0:
-    return samples_N[:0]
-  start = kept[0] * _TRIM_HOP
-  end = min(samples_N.size, (kept[-1] + 1) * _TRIM_HOP)
-  return samples_N[start:end]
+    return 0, 0
+  start = int(kept[0]) * _TRIM_HOP
+  return start, min(samples_N.size, (int(kept[-1]) + 1) * _TRIM_HOP)

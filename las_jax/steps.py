@@ -328,7 +328,7 @@ def greedy_decode(
   options = batch_search.SearchOptions.resolve(
     config, beam_size=1, ctc_mode='ctc' if is_ctc_only(config) else 'off'
   )
-  tokens_BxKxL, lengths_BxK, _ = batch_search.search_batch(
+  out = batch_search.search_batch(
     state_lib.merge_model(graphdef, state),
     None,
     batch['audio'],
@@ -336,7 +336,7 @@ def greedy_decode(
     config,
     options,
   )
-  return tokens_BxKxL[:, 0], lengths_BxK[:, 0]
+  return out['tokens'][:, 0], out['lengths'][:, 0]
 
 
 def compile_steps(

@@ -31,13 +31,12 @@ class Span:
 
 
 def forced_align(
-  log_probs_TxU: np.ndarray, tokens_L: Sequence[int], blank_id: int
+  log_probs_TxV: np.ndarray, tokens_L: Sequence[int], blank_id: int
 ) -> np.ndarray | None:
   """Frames of each unit on the best CTC path that spells `tokens_L`.
 
   Args:
-    log_probs_TxU: per-frame log-probabilities of the valid frames; the
-      columns hold at least every id in `tokens_L` and `blank_id`.
+    log_probs_TxV: per-frame log-probabilities of the valid frames.
     tokens_L: the hypothesis' unit ids (no blank, no EOS).
     blank_id: the blank's column.
 
@@ -46,31 +45,39 @@ def forced_align(
     None when no path spells `tokens_L` in these frames (more units and
     repeat-separating blanks than frames).
   """
-  lp = np.asarray(log_probs_TxU, np.float64)
+  lp = np.asarray(log_probs_TxV)
   tokens = np.asarray(tokens_L, np.int64)
-  t, n = lp.shape[0], tokens.size
+  return align_columns(lp[:, tokens], lp[:, blank_id], tokens)
+
+
+def align_columns(
+  units_TxL: np.ndarray, blank_T: np.ndarray, tokens_L: Sequence[int]
+) -> np.ndarray | None:
+  """`forced_align` from the hypothesis' own columns: units_TxL[:, l] is
+  log p(tokens_L[l]) per frame, blank_T log p(blank); `tokens_L` only
+  tells which neighbours repeat (a blank must separate them)."""
+  tokens = np.asarray(tokens_L, np.int64)
+  t, n = units_TxL.shape[0], tokens.size
   if n == 0:
     return np.zeros((0, 2), np.int64)
-  states = np.full(2 * n + 1, blank_id, np.int64)
-  states[1::2] = tokens
+  # State 2l + 1 emits unit l; even states emit blank.
+  emit_TxS = np.empty((t, 2 * n + 1))
+  emit_TxS[:, 0::2] = np.asarray(blank_T, np.float64)[:, None]
+  emit_TxS[:, 1::2] = units_TxL[:, :n]
   # A unit may follow the unit two states back (skipping the blank between
   # them) unless the two are the same unit.
-  can_skip = np.zeros(states.size, bool)
+  can_skip = np.zeros(2 * n + 1, bool)
   can_skip[3::2] = tokens[1:] != tokens[:-1]
-  emit_TxS = lp[:, states]
-  score = np.full(states.size, -np.inf)
+  score = np.full(2 * n + 1, -np.inf)
   score[:2] = emit_TxS[0, :2]
-  back_TxS = np.zeros((t, states.size), np.int8)  # 0 stay, 1 from s-1, 2.
+  back_TxS = np.zeros((t, 2 * n + 1), np.int8)  # 0 stay, 1 or 2 states on.
   for f in range(1, t):
-    stay = score
     step = np.concatenate([[-np.inf], score[:-1]])
-    skip = np.where(
-      can_skip, np.concatenate([[-np.inf] * 2, score[:-2]]), -np.inf
-    )
-    options = np.stack([stay, step, skip])
+    skip = np.concatenate([[-np.inf] * 2, score[:-2]])
+    options = np.stack([score, step, np.where(can_skip, skip, -np.inf)])
     back_TxS[f] = np.argmax(options, axis=0)
     score = options.max(axis=0) + emit_TxS[f]
-  last = states.size - 1
+  last = 2 * n
   s = last if score[last] >= score[last - 1] else last - 1
   if not np.isfinite(score[s]):
     return None
@@ -83,6 +90,16 @@ def forced_align(
     at = np.flatnonzero(path_T == 2 * i + 1)
     frames[i] = at[0], at[-1] + 1
   return frames
+
+
+def encoder_frame_seconds(config) -> float:
+  """Seconds of audio per encoder frame: the feature hop times the
+  extractor's and pyramid's time reduction (`models.encoder_lengths`)."""
+  from las_jax import models  # noqa: PLC0415
+
+  hop_s = config.features.frame_shift_ms / 1000.0
+  many = 1 << 20  # A frame count every reduction divides exactly.
+  return hop_s * many / int(models.encoder_lengths(config.model, many))
 
 
 def word_spans(

@@ -191,7 +191,8 @@ def search_batch(
   lengths_B: jax.Array,
   config: ml_collections.ConfigDict,
   options: SearchOptions,
-) -> tuple[jax.Array, ...]:
+  timestamps: bool = False,
+) -> dict[str, jax.Array]:
   """Transcribes a padded batch; jit-able.
 
   Args:
@@ -202,54 +203,90 @@ def search_batch(
     lengths_B: valid samples per row; 0 marks a padding row.
     config: the run's configuration (`features`, `model`).
     options: the search.
+    timestamps: also return what `alignment` needs to time the best
+      hypothesis' units (a model with a CTC head only).
 
   Returns:
-    tokens [B, K, L] int32 (0 after each length), lengths [B, K] int32
-    (EOS included when emitted), scores [B, K] float32 (-inf for empty
+    `tokens` [B, K, L] int32 (0 after each length), `lengths` [B, K] int32
+    (EOS included when emitted), `scores` [B, K] float32 (-inf for empty
     slots), best first; or, when `options.host_prefix_search`, the CTC
-    log-probabilities [B, S, V] and encoder lengths [B] for
-    `finish_on_host`.
+    `log_probs` [B, S, V] for `finish_on_host`. With `timestamps`, also
+    `unit_log_probs` [B, S, L] (the CTC log-probabilities of the best
+    hypothesis' units per encoder frame), `blank_log_probs` [B, S] and
+    `enc_lengths` [B].
+
+  Raises:
+    ValueError: timestamps of a model without a CTC head.
   """
   feats_BxTxF, flen_B = features.featurize(
     None, audio_BxN, lengths_B, config.features, False
   )
   enc = model.encode(feats_BxTxF, flen_B, train=False)
+  if timestamps and enc.ctc_logits_BxSxV is None:
+    raise ValueError(
+      'timestamps come from the CTC head; this LAS has none '
+      '(config.model.ctc_weight was 0)'
+    )
   if options.ctc_mode == 'ctc':
-    return _ctc_search(enc.ctc_logits_BxSxV, enc.enc_lengths_B, options)
-  seconds = audio_BxN.shape[1] / config.features.sample_rate
-  seconds_B = lengths_B.astype(jnp.float32) / config.features.sample_rate
-  nbest = _label_search(model, language_model, enc, seconds, seconds_B, options)
-  return nbest.tokens, nbest.lengths, nbest.scores
+    out = _ctc_search(enc.ctc_logits_BxSxV, enc.enc_lengths_B, options)
+  else:
+    seconds = audio_BxN.shape[1] / config.features.sample_rate
+    seconds_B = lengths_B.astype(jnp.float32) / config.features.sample_rate
+    nbest = _label_search(
+      model, language_model, enc, seconds, seconds_B, options
+    )
+    out = dict(tokens=nbest.tokens, lengths=nbest.lengths, scores=nbest.scores)
+  if timestamps and not options.host_prefix_search:
+    log_probs_BxSxV = jax.nn.log_softmax(
+      enc.ctc_logits_BxSxV.astype(jnp.float32)
+    )
+    out['unit_log_probs'] = jnp.take_along_axis(
+      log_probs_BxSxV, out['tokens'][:, 0][:, None, :], axis=2
+    )
+    out['blank_log_probs'] = log_probs_BxSxV[..., Vocabulary.PAD_ID]
+  if timestamps or options.host_prefix_search:
+    out['enc_lengths'] = enc.enc_lengths_B
+  return out
 
 
 def finish_on_host(
-  outputs: tuple[np.ndarray, ...], rows: int, options: SearchOptions
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(tokens, lengths, scores) of the first `rows` rows, as numpy arrays:
-  `search_batch`'s outputs, after the host's CTC prefix beam search when
-  `options.host_prefix_search`."""
-  outputs = jax.device_get(outputs)
+  outputs: dict[str, jax.Array], rows: int, options: SearchOptions
+) -> dict[str, np.ndarray]:
+  """`search_batch`'s outputs for the first `rows` rows as numpy arrays,
+  after the host's CTC prefix beam search when `options.host_prefix_search`
+  (then `unit_log_probs` and `blank_log_probs` come from its best
+  hypothesis, when the CTC `log_probs` were returned for timestamps)."""
+  out = {k: v[:rows] for k, v in jax.device_get(outputs).items()}
   if not options.host_prefix_search:
-    return tuple(x[:rows] for x in outputs)
-  log_probs_BxSxV, lengths_B = outputs
-  return ctc.ctc_prefix_beam_search(
-    log_probs_BxSxV[:rows],
-    lengths_B[:rows],
+    return out
+  log_probs_BxSxV = out.pop('log_probs')
+  out['tokens'], out['lengths'], out['scores'] = ctc.ctc_prefix_beam_search(
+    log_probs_BxSxV,
+    out['enc_lengths'],
     options.beam_size,
     blank_id=Vocabulary.PAD_ID,
   )
+  out['unit_log_probs'] = np.take_along_axis(
+    log_probs_BxSxV, out['tokens'][:, 0][:, None, :], axis=2
+  )
+  out['blank_log_probs'] = log_probs_BxSxV[..., Vocabulary.PAD_ID]
+  return out
 
 
 def _ctc_search(logits_BxSxV, lengths_B, options):
   log_probs_BxSxV = jax.nn.log_softmax(logits_BxSxV.astype(jnp.float32))
   if options.host_prefix_search:
-    return log_probs_BxSxV, lengths_B
+    return dict(log_probs=log_probs_BxSxV)
   tokens_BxS, tok_lengths_B = ctc.ctc_greedy_decode(
     log_probs_BxSxV, lengths_B, Vocabulary.PAD_ID
   )
   valid_BxS = jnp.arange(logits_BxSxV.shape[1])[None] < lengths_B[:, None]
   path_B = jnp.sum(jnp.where(valid_BxS, log_probs_BxSxV.max(-1), 0.0), 1)
-  return tokens_BxS[:, None], tok_lengths_B[:, None], path_B[:, None]
+  return dict(
+    tokens=tokens_BxS[:, None],
+    lengths=tok_lengths_B[:, None],
+    scores=path_B[:, None],
+  )
 
 
 def _label_search(model, language_model, enc, seconds, seconds_B, options):

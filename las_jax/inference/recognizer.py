@@ -23,6 +23,8 @@ finished utterances.
 from __future__ import annotations
 
 import collections
+import functools
+import math
 import os
 import time
 import warnings
@@ -36,7 +38,7 @@ import numpy as np
 from flax import nnx
 
 from las_jax import audio, features, input_pipeline, models
-from las_jax.inference import batch_search, restore
+from las_jax.inference import alignment, batch_search, restore
 from las_jax.text import Vocabulary
 
 AudioInput = str | os.PathLike | np.ndarray
@@ -52,6 +54,10 @@ class Hypothesis(NamedTuple):
   # log p(y|x) for CTC prefix beam search; the best path's log-prob for
   # CTC greedy.
   score: float
+  # With timestamps, for the best hypothesis: its words with start and end
+  # seconds from CTC forced alignment (`alignment`); None otherwise, or
+  # when no CTC path of the frames spells the hypothesis.
+  words: tuple[alignment.Span, ...] | None = None
 
 
 class Recognizer:
@@ -144,6 +150,8 @@ class Recognizer:
     self._buckets = input_pipeline.buckets_from_config(config).audio
     self._compiled: dict[tuple[int, int], Any] = {}
     self.min_samples = min_samples(config)
+    # Seconds of audio per encoder frame, for timestamps.
+    self.frame_seconds = alignment.encoder_frame_seconds(config)
     # Seconds spent compiling, so callers can report it apart from search.
     self.compile_seconds = 0.0
 
@@ -247,7 +255,16 @@ class Recognizer:
     )
 
   def prepare(self, samples_N: np.ndarray, name: str) -> np.ndarray:
+    """The samples `prepare_span` keeps."""
+    return self.prepare_span(samples_N, name)[0]
+
+  def prepare_span(
+    self, samples_N: np.ndarray, name: str
+  ) -> tuple[np.ndarray, int]:
     """Trims silence as training did; rejects silent or too short input.
+
+    Returns `(kept samples, index of the first one)`: the offset places
+    timestamps on the input's time line.
 
     Silence is judged on the mean-removed signal (`audio.is_silent`), so
     a constant offset is silent too. Trimming removes only leading and
@@ -265,8 +282,10 @@ class Recognizer:
       )
     self._check_length(samples_N, name, '')
     inp = self.config.input
+    start = 0
     if inp.trim_silence:
-      trimmed_N = audio.trim_silence(samples_N, inp.trim_top_db)
+      start, end = audio.trim_bounds(samples_N, inp.trim_top_db)
+      trimmed_N = samples_N[start:end]
       if trimmed_N.size == 0:
         raise audio.AudioError(
           f'{name}: nothing left after trimming silence (top_db '
@@ -282,7 +301,7 @@ class Recognizer:
           stacklevel=2,
         )
       samples_N = trimmed_N
-    return samples_N
+    return samples_N, start
 
   def _check_length(self, samples_N: np.ndarray, name: str, when: str):
     if samples_N.size < self.min_samples:
@@ -301,7 +320,8 @@ class Recognizer:
     *,
     sample_rate: int | None = None,
     nbest: bool = False,
-  ) -> list[str] | list[list[Hypothesis]]:
+    timestamps: bool = False,
+  ) -> list[str] | list[Hypothesis] | list[list[Hypothesis]]:
     """Transcribes files and/or sample arrays.
 
     Args:
@@ -309,30 +329,48 @@ class Recognizer:
         stereo) and/or sample arrays, in any mix.
       sample_rate: rate of the array inputs in Hz (default: the model's).
       nbest: return each input's n-best list instead of its best text.
+      timestamps: time the best hypothesis' words (`Hypothesis.words`, in
+        seconds from the input's first sample) by CTC forced alignment; a
+        model with a CTC head only.
 
     Returns:
-      One text per input, or one list of `(text, score)` per input, best
-      first, in input order.
+      One text per input; with `timestamps`, one best `Hypothesis` per
+      input; with `nbest`, one list of `Hypothesis` per input, best first;
+      in input order.
 
     Raises:
       audio.AudioError: an input is unreadable or silent (naming it).
+      ValueError: timestamps of a model without a CTC head.
     """
     if isinstance(inputs, (str, os.PathLike, np.ndarray)):
       raise TypeError('transcribe takes a sequence of inputs; wrap it in [ ]')
+
+    offsets = {}
 
     def prepared():  # Read lazily: only a few batches are held at once.
       for i, item in enumerate(inputs):
         path = isinstance(item, (str, os.PathLike))
         name = os.fspath(item) if path else f'array {i}'
-        yield i, self.prepare(self.load(item, sample_rate, name), name)
+        samples_N, offsets[i] = self.prepare_span(
+          self.load(item, sample_rate, name), name
+        )
+        yield i, samples_N
 
     results: list[Any] = [None] * len(inputs)
-    for i, hyps in self.decode_stream(prepared()):
-      results[i] = hyps
-    return results if nbest else [hyps[0].text for hyps in results]
+    for i, hyps in self.decode_stream(prepared(), timestamps=timestamps):
+      results[i] = [self.shifted(h, offsets[i]) for h in hyps]
+    if nbest:
+      return results
+    if timestamps:
+      return [
+        hyps[0] if hyps else Hypothesis('', -math.inf, ()) for hyps in results
+      ]
+    return [hyps[0].text if hyps else '' for hyps in results]
 
   def decode_stream(
-    self, utterances: Iterable[tuple[Any, np.ndarray]]
+    self,
+    utterances: Iterable[tuple[Any, np.ndarray]],
+    timestamps: bool = False,
   ) -> Iterator[tuple[Any, list[Hypothesis]]]:
     """Decodes `(key, samples)` pairs as they come; yields `(key, n-best)`.
 
@@ -343,7 +381,13 @@ class Recognizer:
 
     Args:
       utterances: keys (anything) with `prepare`d int16 samples.
+      timestamps: time the best hypothesis' words (`Hypothesis.words`).
     """
+    if timestamps and not self.has_ctc_head:
+      raise ValueError(
+        'timestamps come from the CTC head; this LAS has none '
+        '(config.model.ctc_weight was 0)'
+      )
     pending: dict[int, list[tuple[Any, np.ndarray]]] = collections.defaultdict(
       list
     )
@@ -352,17 +396,31 @@ class Recognizer:
       padded = self.padded_length(samples_N.size)
       pending[padded].append((key, samples_N))
       if len(pending[padded]) == self.batch_size:
-        launched = self._launch(pending.pop(padded), padded)
+        launched = self._launch(pending.pop(padded), padded, timestamps)
         if in_flight is not None:
           yield from self._finish(*in_flight)
         in_flight = launched
     for padded in sorted(pending):
-      launched = self._launch(pending[padded], padded)
+      launched = self._launch(pending[padded], padded, timestamps)
       if in_flight is not None:
         yield from self._finish(*in_flight)
       in_flight = launched
     if in_flight is not None:
       yield from self._finish(*in_flight)
+
+  def shifted(self, hyp: Hypothesis, samples: int) -> Hypothesis:
+    """`hyp` with its word times moved `samples` later (a trim's offset)."""
+    if not hyp.words or not samples:
+      return hyp
+    delta = samples / self.sample_rate
+    return hyp._replace(
+      words=tuple(
+        alignment.Span(
+          w.text, round(w.start + delta, 3), round(w.end + delta, 3)
+        )
+        for w in hyp.words
+      )
+    )
 
   def padded_length(self, num_samples: int) -> int:
     """Samples an utterance is padded to: its audio bucket.
@@ -385,22 +443,35 @@ class Recognizer:
     """Rows of a batch of n utterances: the next power of two, capped."""
     return min(self.batch_size, 1 << max(0, n - 1).bit_length())
 
-  def _launch(self, batch: list[tuple[Any, np.ndarray]], padded: int):
+  @property
+  def has_ctc_head(self) -> bool:
+    """The model has a CTC head (DeepSpeech2, or joint CTC-attention LAS)."""
+    model = self.config.model
+    return model.name == 'deepspeech2' or model.ctc_weight > 0
+
+  def _launch(
+    self,
+    batch: list[tuple[Any, np.ndarray]],
+    padded: int,
+    timestamps: bool,
+  ):
     rows = self._rows(len(batch))
     audio_BxN = np.zeros((rows, padded), np.int16)
     lengths_B = np.zeros((rows,), np.int32)  # 0 marks a padding row.
     for b, (_, samples_N) in enumerate(batch):
       audio_BxN[b, : samples_N.size] = samples_N
       lengths_B[b] = samples_N.size
-    outputs = self._program(rows, padded)(self._state, audio_BxN, lengths_B)
-    return [key for key, _ in batch], outputs
+    program = self._program(rows, padded, timestamps)
+    outputs = program(self._state, audio_BxN, lengths_B)
+    return [key for key, _ in batch], outputs, timestamps
 
-  def _program(self, rows: int, padded: int):
-    """The compiled decode program for one batch shape (compiled once)."""
-    if (rows, padded) not in self._compiled:
+  def _program(self, rows: int, padded: int, timestamps: bool):
+    """The compiled program for one batch shape (compiled once)."""
+    key = rows, padded, timestamps
+    if key not in self._compiled:
       start = time.perf_counter()
-      self._compiled[rows, padded] = (
-        jax.jit(self._decode_fn)
+      self._compiled[key] = (
+        jax.jit(functools.partial(self._decode_fn, timestamps=timestamps))
         .lower(
           self._state,
           jax.ShapeDtypeStruct((rows, padded), jnp.int16),
@@ -409,23 +480,38 @@ class Recognizer:
         .compile()
       )
       self.compile_seconds += time.perf_counter() - start
-    return self._compiled[rows, padded]
+    return self._compiled[key]
 
-  def _finish(self, keys: list[Any], outputs) -> Iterator[tuple[Any, list]]:
-    tokens, lengths, scores = batch_search.finish_on_host(
-      outputs, len(keys), self.options
-    )
+  def _finish(
+    self, keys: list[Any], outputs, timestamps: bool
+  ) -> Iterator[tuple[Any, list]]:
+    out = batch_search.finish_on_host(outputs, len(keys), self.options)
     for b, key in enumerate(keys):
-      yield (
-        key,
-        [
-          Hypothesis(self.vocab.decode(tokens[b, k, : lengths[b, k]]), float(s))
-          for k, s in enumerate(scores[b])
-          if np.isfinite(s)
-        ],
-      )
+      hyps = []
+      for k, score in enumerate(out['scores'][b]):
+        if not np.isfinite(score):
+          continue
+        ids = out['tokens'][b, k, : out['lengths'][b, k]]
+        words = self._words(out, b, ids) if timestamps and k == 0 else None
+        hyps.append(Hypothesis(self.vocab.decode(ids), float(score), words))
+      yield key, hyps
 
-  def _decode_fn(self, state, audio_BxN, lengths_B):
+  def _words(self, out, b: int, ids: np.ndarray):
+    """Word times of row b's best hypothesis (`Hypothesis.words`)."""
+    n = ids.size - int(ids.size > 0 and ids[-1] == Vocabulary.EOS_ID)
+    frames = out['enc_lengths'][b]
+    timed = alignment.align_columns(
+      out['unit_log_probs'][b, :frames, :n],
+      out['blank_log_probs'][b, :frames],
+      ids[:n],
+    )
+    if timed is None:
+      return None
+    return tuple(
+      alignment.word_spans(ids[:n], timed, self.vocab, self.frame_seconds)
+    )
+
+  def _decode_fn(self, state, audio_BxN, lengths_B, *, timestamps):
     """`batch_search.search_batch` of the restored models; jitted."""
     asr_state, lm_state = state
     lm = None
@@ -438,6 +524,7 @@ class Recognizer:
       lengths_B,
       self.config,
       self.options,
+      timestamps,
     )
 
 
