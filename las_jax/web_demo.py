@@ -58,6 +58,8 @@ PAGE_FILE = Path(__file__).with_name('web_demo.html')
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 2**20
 # Hypotheses longer than this get no row labels in the plot.
 _MAX_LABELED_ROWS = 60
+# Row labels for units that would print as nothing.
+_VISIBLE = {' ': '\u2423'}
 
 
 class RequestError(Exception):
@@ -126,7 +128,8 @@ class AttentionPlotter:
     vocab = self._recognizer.vocab
     ids = vocab.encode(text)
     attn_LxS = self.weights(samples_N, ids)
-    labels = [vocab.tokens[i] for i in ids] + ['<eos>']
+    labels = [_VISIBLE.get(vocab.tokens[i], vocab.tokens[i]) for i in ids]
+    labels.append('<eos>')
     return plots.attention_png(
       attn_LxS,
       attn_LxS.shape[0],
