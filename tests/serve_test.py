@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -86,8 +87,13 @@ def server(run, recognizer):
   )
   sock = socket.socket()
   sock.bind(('127.0.0.1', 0))
-  uv = uvicorn.Server(uvicorn.Config(app, log_level='warning'))
-  thread = threading.Thread(target=uv.run, kwargs={'sockets': [sock]})
+  # Keep-alive connections of the browser must not hold up the shutdown.
+  uv = uvicorn.Server(
+    uvicorn.Config(app, log_level='warning', timeout_graceful_shutdown=2)
+  )
+  thread = threading.Thread(
+    target=uv.run, kwargs={'sockets': [sock]}, daemon=True
+  )
   thread.start()
   deadline = time.monotonic() + 30
   while not uv.started and time.monotonic() < deadline:
@@ -96,8 +102,9 @@ def server(run, recognizer):
   url = f'http://127.0.0.1:{sock.getsockname()[1]}'
   yield url, app.state.transcriber
   uv.should_exit = True
-  thread.join(10)
+  thread.join(30)
   sock.close()
+  assert not thread.is_alive(), 'uvicorn did not stop'
 
 
 def post(server, name, data, headers=None):
@@ -263,7 +270,9 @@ def test_cli_serves_an_exported_model_on_localhost(run, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def browser(files, tmp_path_factory):
+def browser(server, files):
+  """Chromium on the page; quits before the server stops."""
+  del server  # Set up first, torn down last.
   webdriver = pytest.importorskip(
     'selenium.webdriver',
     reason='selenium is not installed (pip install .[dev])',
@@ -279,16 +288,23 @@ def browser(files, tmp_path_factory):
   options.binary_location = chromium
   for flag in CHROMIUM_FLAGS:
     options.add_argument(flag)
-  options.add_argument(f'--user-data-dir={tmp_path_factory.mktemp("chromium")}')
   options.add_argument(
     f'--use-file-for-fake-audio-capture={files / "speech.wav"}'
   )
+  # A fresh profile, removed at teardown (thousands of small files).
+  profile = tempfile.TemporaryDirectory(prefix='chromium-profile-')
+  options.add_argument(f'--user-data-dir={profile.name}')
   driver = webdriver.Chrome(
     options=options,
-    service=webdriver.ChromeService(executable_path=chromedriver),
+    # In a session of its own: when it stops, the SIGINT its process group
+    # gets reached the pytest-xdist worker (a KeyboardInterrupt warning).
+    service=webdriver.ChromeService(
+      executable_path=chromedriver, popen_kw={'start_new_session': True}
+    ),
   )
   yield driver
   driver.quit()
+  profile.cleanup()
 
 
 def _finish(driver, start):
