@@ -22,7 +22,9 @@ UNSEEN_DIR = $(WORKDIR)/unseen
 FAST_MALLOC := MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 \
   MALLOC_ARENA_MAX=1 MALLOC_TOP_PAD_=1073741824
 
-.PHONY: demo test install system-deps corpus lint clean
+MODEL_DIR ?= models/mini_las
+
+.PHONY: demo test install system-deps browser corpus lint clean
 
 # Debian packages: espeak-ng (the mini corpus's Korean voice), sox, and
 # fonts-nanum (Hangul in the attention plots). Installed only when missing.
@@ -37,6 +39,19 @@ system-deps:
 	    echo "Could not install them: run 'apt-get install espeak-ng sox fonts-nanum' as root."; exit 1; }; \
 	fi
 
+# Debian's chromium and its driver: the web demo's test drives the page in
+# a headless browser (tests/serve_test.py; skipped without them, except in
+# CI, where failing to install them fails the run).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  echo "Installing chromium and chromium-driver (Debian packages)..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null || { \
+	    echo "Could not install them: the web demo test will be skipped ('apt-get install chromium chromium-driver' as root runs it)."; \
+	    [ -z "$$CI" ] || exit 1; }; \
+	fi
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -49,7 +64,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -n 2 --durations=10
 
 # The generator writes scripts/*.trn last: without them the folder is an
@@ -77,12 +92,17 @@ demo: corpus
 	@echo
 	$(BIN)/python -m las_jax.data.unseen_sentences report $(UNSEEN_DIR)/decode.jsonl
 	@echo
+	@echo "The model as one directory to hand on (Recognizer.from_pretrained):"
+	$(BIN)/python -m las_jax.export --workdir $(WORKDIR) --which=best --out $(MODEL_DIR) --overwrite
+	@du -sh $(MODEL_DIR)
+	@echo
 	@echo "Checkpoints:        $(WORKDIR)/checkpoints, $(WORKDIR)/checkpoints_best"
 	@echo "Metrics:            $(WORKDIR)/metrics.jsonl, loss/CER curves in $(WORKDIR)/curves.png"
 	@echo "TensorBoard:        $(BIN)/tensorboard --logdir $(WORKDIR)/tensorboard (pip install tensorboard)"
 	@echo "Attention plots:    $(WORKDIR)/plots/"
 	@echo "Test transcripts:   $(WORKDIR)/decode/, $(UNSEEN_DIR)/decode.jsonl"
 	@echo "Corpus statistics:  $(MINI_RAW)/corpus_stats.txt"
+	@echo "Exported model:     $(MODEL_DIR) (web demo: $(BIN)/python -m las_jax.serve --model $(MODEL_DIR))"
 
 clean:
-	rm -rf $(VENV) data runs
+	rm -rf $(VENV) data runs models

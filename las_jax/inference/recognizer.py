@@ -38,7 +38,7 @@ import numpy as np
 from flax import nnx
 
 from las_jax import audio, features, input_pipeline, models
-from las_jax.inference import alignment, batch_search, restore
+from las_jax.inference import alignment, batch_search, pretrained, restore
 from las_jax.text import Vocabulary
 
 AudioInput = str | os.PathLike | np.ndarray
@@ -176,6 +176,45 @@ class Recognizer:
         (None: `config.decode.lm_workdir`).
     """
     run = restore.load_run(workdir, which=which, step=step)
+    return cls._from_run(run, **options)
+
+  @classmethod
+  def from_pretrained(
+    cls,
+    model_dir: str | os.PathLike,
+    lm: str | os.PathLike | None = None,
+    **options: Any,
+  ) -> Recognizer:
+    """Loads a model exported by `python -m las_jax.export`.
+
+      rec = Recognizer.from_pretrained('models/kspon_las', beam_size=10)
+      rec = Recognizer.from_pretrained('models/kspon_las',
+                                       lm='models/kspon_lm', lm_weight=0.3)
+
+    Args:
+      model_dir: the exported recognizer's directory (`las_jax.pretrained`).
+      lm: an exported language model's directory, fused by shallow fusion
+        (weight `lm_weight`, default `config.decode.lm_weight`); None: no
+        language model. The exported config never names one.
+      **options: `Recognizer` options (beam_size, batch_size, ctc_mode,
+        ...); `lm_workdir` fuses a language model training run instead of
+        `lm`.
+
+    Raises:
+      FileNotFoundError: the directory or one of its files is missing.
+      ValueError: a file cannot be interpreted, `model_dir` holds a
+        language model or `lm` a recognizer, or the language model's
+        vocabulary is not the recognizer's. Messages name the file and
+        the fix.
+    """
+    run = pretrained.load(model_dir)
+    if lm is not None:
+      if options.get('lm_workdir'):
+        raise ValueError('give lm (an exported model) or lm_workdir, not both')
+      lm_run = pretrained.load(lm, language_model=True)
+      restore.check_same_vocabulary(run, lm_run)
+      options['language_model'] = lm_run
+    options.setdefault('lm_workdir', '')
     return cls._from_run(run, **options)
 
   @classmethod

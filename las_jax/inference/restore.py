@@ -49,6 +49,32 @@ def _state_dir(path: Path) -> Path:
   )
 
 
+def abstract_model(
+  config: ml_collections.ConfigDict, vocab_size: int
+) -> tuple[nnx.GraphDef, nnx.State, nnx.State, nnx.State]:
+  """The configured model without its weights, for loading them into.
+
+  Returns:
+    `(graphdef, params, variables, rng_streams)`: the module structure,
+    the shapes and dtypes (`jax.ShapeDtypeStruct`) of its `nnx.Param`s and
+    of its other variables (batch norm statistics), and its RNG streams
+    (which checkpoints do not hold), built for real. `nnx.merge` of the
+    four, shapes replaced by arrays, is the model.
+  """
+
+  def build() -> nnx.Module:
+    return models.build_model(config.model, vocab_size, nnx.Rngs(config.seed))
+
+  # Shapes only: the weights come from the checkpoint, not an init.
+  graphdef, params, variables, _ = nnx.split(
+    nnx.eval_shape(build), nnx.Param, nnx.Not(nnx.RngState), nnx.RngState
+  )
+  # Built for real, letting XLA drop the parameter initializers whose
+  # results are unused.
+  rng_streams = jax.jit(lambda: nnx.split(build(), nnx.RngState, ...)[1])()
+  return graphdef, params, variables, rng_streams
+
+
 def restore_model(
   config: ml_collections.ConfigDict,
   vocab_size: int,
@@ -66,17 +92,7 @@ def restore_model(
     norm statistics), on the default device.
   """
   state_dir = _state_dir(Path(checkpoint).absolute())
-
-  def build() -> nnx.Module:
-    return models.build_model(config.model, vocab_size, nnx.Rngs(config.seed))
-
-  # Shapes only: the weights come from the checkpoint, not an init.
-  graphdef, params, variables, _ = nnx.split(
-    nnx.eval_shape(build), nnx.Param, nnx.Not(nnx.RngState), nnx.RngState
-  )
-  # RNG streams are not checkpointed; build them, letting XLA drop the
-  # parameter initializers whose results are unused.
-  rng_streams = jax.jit(lambda: nnx.split(build(), nnx.RngState, ...)[1])()
+  graphdef, params, variables, rng_streams = abstract_model(config, vocab_size)
   target = {'params': params, 'variables': variables}
   abstract = jax.tree.map(
     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target
