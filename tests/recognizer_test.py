@@ -164,7 +164,7 @@ def test_batch_and_padding_invariance(run, ctc_mode):
   np.testing.assert_allclose(
     [h.score for h in batched[1]], [h.score for h in alone], atol=1e-4
   )
-  assert sorted(one_bucket._compiled) == [(4, 32000)]
+  assert sorted(one_bucket._compiled) == [(4, 32000, False)]
 
 
 def test_streams_by_bucket_and_compiles_once_per_shape(run):
@@ -174,7 +174,12 @@ def test_streams_by_bucket_and_compiles_once_per_shape(run):
   out = list(rec.decode_stream(utts))
   # Full batches as their bucket fills, then leftovers by bucket length.
   assert [k for k, _ in out] == [0, 2, 1, 3, 4, 5]
-  assert sorted(rec._compiled) == [(1, 8000), (1, 32000), (2, 8000), (2, 16000)]
+  assert sorted(rec._compiled) == [
+    (1, 8000, False),
+    (1, 32000, False),
+    (2, 8000, False),
+    (2, 16000, False),
+  ]
   compile_s = rec.compile_seconds
   assert compile_s > 0
   again = list(rec.decode_stream(utts))
@@ -305,6 +310,52 @@ def test_shallow_fusion_follows_the_weighted_sum(run_dir, run, tmp_path):
   # Fusion changes the search: attention alone differs in score.
   alone = Recognizer.from_workdir(run_dir, ctc_mode='off', beam_size=1)
   assert alone.transcribe([x], nbest=True)[0][0].score != hyp.score
+
+
+@pytest.mark.parametrize('ctc_mode,beam', [('joint', 3), ('ctc', 3)])
+def test_timestamps_are_the_forced_alignment_of_the_best(run, ctc_mode, beam):
+  """Word times equal a forced alignment computed here from the model's
+  own CTC log-probabilities, shifted by the leading silence trimmed."""
+  import jax
+
+  from las_jax import features
+  from las_jax.inference import alignment
+
+  config = copy.deepcopy(run.config)
+  config.input.trim_silence = True
+  rec = Recognizer(
+    run.model, config, run.vocab, beam_size=beam, ctc_mode=ctc_mode
+  )
+  speech = to_int16(signal(0.8, seed=7))
+  lead = np.zeros(4000, np.int16)  # 0.25 s of silence, trimmed.
+  [best] = rec.transcribe([np.concatenate([lead, speech])], timestamps=True)
+  samples, start = rec.prepare_span(np.concatenate([lead, speech]), 'x')
+  assert 3000 <= start <= 4000
+  audio_BxN = np.zeros((1, rec.padded_length(samples.size)), np.int16)
+  audio_BxN[0, : samples.size] = samples
+  feats, flen = features.featurize(
+    None, audio_BxN, np.array([samples.size]), config.features, False
+  )
+  enc = run.model.encode(feats, flen)
+  frames = int(enc.enc_lengths_B[0])
+  log_probs = np.asarray(jax.nn.log_softmax(enc.ctc_logits_BxSxV[0, :frames]))
+  ids = run.vocab.encode(best.text)
+  timed = alignment.forced_align(log_probs, ids, Vocabulary.PAD_ID)
+  assert timed is not None
+  want = alignment.word_spans(
+    ids, timed, run.vocab, rec.frame_seconds, offset=start / SR
+  )
+  assert best.words and [w.text for w in best.words] == best.text.split()
+  np.testing.assert_allclose(
+    [(w.start, w.end) for w in best.words],
+    [(w.start, w.end) for w in want],
+    atol=2e-3,
+  )
+  assert all(start / SR <= w.start < w.end <= 1.05 for w in best.words)
+  # Without timestamps, no words; with nbest, words on the best only.
+  assert rec.transcribe([speech], nbest=True)[0][0].words is None
+  nbest = rec.transcribe([speech], nbest=True, timestamps=True)[0]
+  assert nbest[0].words is not None and nbest[-1].words is None
 
 
 def test_language_model_must_share_the_vocabulary(run_dir, tmp_path):

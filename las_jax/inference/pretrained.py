@@ -244,7 +244,9 @@ def read_manifest(model_dir: str | os.PathLike) -> dict[str, Any]:
     raise FileNotFoundError(f'{model_dir}: no such model directory')
   path = model_dir / MANIFEST_FILE
   if not path.is_file():
-    if any((model_dir / d).is_dir() for d in run_layout.CHECKPOINT_DIRS.values()):
+    if any(
+      (model_dir / d).is_dir() for d in run_layout.CHECKPOINT_DIRS.values()
+    ):
       raise FileNotFoundError(
         f'{model_dir} is a training run directory, not an exported model '
         f'(no {MANIFEST_FILE}): load it with Recognizer.from_workdir, or '
