@@ -5,6 +5,7 @@ r"""Transcribes audio with a trained model; scores it when references exist.
       data/KsponSpeech/scripts/eval_clean.trn --beam_size=10
   python decode.py --workdir runs/kspon --split=eval_other --batch_size=64
   python decode.py --checkpoint runs/kspon/checkpoints/20000 --audio a.pcm
+  python decode.py --workdir runs/kspon --long_form --format=srt lecture.mp3
 
 Inputs: audio files (WAV, FLAC, Ogg Vorbis/Opus, MP3, AIFF, CAF, ...,
 headerless 16 kHz PCM; any rate, channel count and sample format),
@@ -105,6 +106,25 @@ _LENGTH_PENALTY = flags.DEFINE_float(
   None,
   'Beam search length penalty alpha (default: config.decode).',
 )
+_TIMESTAMPS = flags.DEFINE_bool(
+  'timestamps',
+  False,
+  'Word start and end seconds in the JSONL (CTC forced alignment; models '
+  'with a CTC head).',
+)
+_LONG_FORM = flags.DEFINE_bool(
+  'long_form',
+  False,
+  'Decode every input as segments split at pauses, reading files in '
+  'blocks (inputs longer than the largest audio bucket always are).',
+)
+_FORMAT = flags.DEFINE_multi_enum(
+  'format',
+  [],
+  ['srt', 'vtt', 'txt'],
+  'Also write each input as SubRip/WebVTT subtitles or text lines, one '
+  'segment each, in <output without .jsonl>/ (repeatable).',
+)
 _OUTPUT = flags.DEFINE_string(
   'output', None, 'JSONL output path (default: <workdir>/decode/<name>.jsonl).'
 )
@@ -127,6 +147,9 @@ def main(argv: list[str]) -> None:
       dataset=_DATASET.value,
       data_dir=_DATA_DIR.value,
       output=_OUTPUT.value,
+      timestamps=_TIMESTAMPS.value,
+      long_form=_LONG_FORM.value,
+      formats=_FORMAT.value,
       beam_size=_BEAM_SIZE.value,
       batch_size=_BATCH_SIZE.value,
       ctc_mode=_CTC_MODE.value,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -422,6 +422,115 @@ def read_audio(
 
 
 # ------------------------------------------------------------- silence --
+
+
+def duration(
+  path: str | os.PathLike[str], *, pcm_sample_rate: int = PCM_SAMPLE_RATE
+) -> float:
+  """Seconds of audio in a file, from its header (or size, for PCM).
+
+  Raises:
+    AudioError: the file cannot be read (naming it).
+  """
+  path = os.fspath(path)
+  try:
+    if os.path.splitext(path)[1].lower() in PCM_EXTENSIONS:
+      with open(path, 'rb') as f:
+        if sniff_container(f.read(_SNIFF_BYTES)) is None:
+          return os.path.getsize(path) / 2 / pcm_sample_rate
+    return float(sf.info(path).duration)
+  except (sf.LibsndfileError, RuntimeError, OSError) as e:
+    raise AudioError(f'{path}: cannot read audio file: {e}') from e
+
+
+def read_blocks(
+  path: str | os.PathLike[str],
+  sample_rate: int = 16000,
+  *,
+  block_seconds: float = 30.0,
+  pcm_sample_rate: int = PCM_SAMPLE_RATE,
+  warn: Warn | None = None,
+) -> Iterator[np.ndarray]:
+  """`read_audio` in consecutive blocks, for recordings too long to hold.
+
+  The same formats, container sniffing and conversion rule as
+  `read_audio`, applied block by block (the int16-scale test of rule 3 too,
+  so a file whose float samples change scale midway is not one this
+  handles), with one streaming resampler (`soxr.ResampleStream`) so the
+  blocks join without seams. Only one block is ever in memory as float.
+
+  Args:
+    path: the audio file.
+    sample_rate: rate of the returned samples, in Hz.
+    block_seconds: length of the blocks read, in seconds of the file.
+    pcm_sample_rate: rate of headerless PCM files, in Hz.
+    warn: receives warnings; default: Python's `warnings` (`AudioWarning`).
+
+  Yields:
+    int16 mono blocks at `sample_rate` whose concatenation is what
+    `read_audio` returns (up to the resampler's rounding).
+
+  Raises:
+    AudioError: as `read_audio`, when the block that shows it is read.
+  """
+  warn = warn or _default_warn
+  path = os.fspath(path)
+  extension = os.path.splitext(path)[1].lower()
+  headerless = False
+  if extension in PCM_EXTENSIONS:
+    try:
+      with open(path, 'rb') as f:
+        head = f.read(_SNIFF_BYTES)
+    except OSError as e:
+      raise AudioError(f'{path}: cannot read audio file: {e}') from e
+    container = sniff_container(head)
+    headerless = container is None
+    if not headerless:
+      warn(
+        f'{path}: content is {container}, not headerless PCM as the '
+        f'{extension} extension says; read as {container}'
+      )
+  if headerless:
+    if os.path.getsize(path) % 2:
+      raise AudioError(f'{path}: an odd byte count, not 16-bit PCM')
+    rate = pcm_sample_rate
+    frames = max(1, int(block_seconds * rate))
+    raw = np.memmap(path, dtype='<i2', mode='r')
+    blocks = (
+      raw[i : i + frames].astype(np.float32)[:, None] / np.float32(32768)
+      for i in range(0, raw.size, frames)
+    )
+  else:
+    try:
+      sound = sf.SoundFile(path)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+      raise AudioError(f'{path}: cannot read audio file: {e}') from e
+    rate = sound.samplerate
+    frames = max(1, int(block_seconds * rate))
+    blocks = sound.blocks(blocksize=frames, dtype='float32', always_2d=True)
+  resampler = None
+  if rate != sample_rate:
+    resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype='float32')
+  empty = True
+  try:
+    for block in blocks:
+      empty = False
+      signal_N = _float_signal(block, path, warn).mean(axis=1)
+      _clip_warning(signal_N, path, warn)
+      if resampler is not None:
+        signal_N = resampler.resample_chunk(signal_N)
+      yield _to_int16(signal_N)
+    if empty:
+      raise AudioError(f'{path}: audio file holds no samples')
+    if resampler is not None:
+      tail = resampler.resample_chunk(np.zeros(0, np.float32), last=True)
+      if tail.size:
+        yield _to_int16(tail)
+  except (sf.LibsndfileError, RuntimeError) as e:
+    raise AudioError(f'{path}: cannot read audio file: {e}') from e
+  finally:
+    if not headerless:
+      sound.close()
 
 
 def is_silent(samples_N: np.ndarray) -> bool:

@@ -72,7 +72,7 @@ def load_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
 
   Fields renamed since the run was made are read under their new names
   (`RENAMED_FIELDS`), and fields added to `configs/default.py`
-  take their default values, so older runs keep search.
+  take their default values, so older runs keep decoding.
   """
   path = Path(run_dir) / CONFIG_FILE
   try:

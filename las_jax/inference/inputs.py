@@ -29,7 +29,7 @@ TRN_EXTENSION = '.trn'
 
 @dataclasses.dataclass(frozen=True)
 class DecodeItem:
-  """One utterance to transcription.
+  """One utterance to transcribe.
 
   Attributes:
     id: utterance id: the path as found for files, the corpus id for .trn
@@ -38,12 +38,15 @@ class DecodeItem:
     reference: normalized reference transcript, or None when unknown.
     load: returns the samples (int16, mono, 16 kHz); raises
       `audio.AudioError` naming the file when it cannot.
+    path: the audio file, when the item is one (long-form decoding reads
+      it in blocks instead of calling `load`); None for dataset records.
   """
 
   id: str
   name: str
   reference: str | None
   load: Callable[[], np.ndarray]
+  path: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +59,11 @@ class Rejected:
 
 def _file_item(path: str) -> DecodeItem:
   return DecodeItem(
-    id=path, name=path, reference=None, load=lambda: audio.read_audio(path)
+    id=path,
+    name=path,
+    reference=None,
+    load=lambda: audio.read_audio(path),
+    path=path,
   )
 
 
@@ -140,6 +147,7 @@ def trn_items(
         name=utt.source,
         reference=reference,
         load=lambda path=path: audio.read_audio(path),
+        path=path,
       )
     )
   return items, rejected

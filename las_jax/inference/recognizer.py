@@ -23,6 +23,7 @@ finished utterances.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import math
 import os
@@ -38,7 +39,13 @@ import numpy as np
 from flax import nnx
 
 from las_jax import audio, features, input_pipeline, models
-from las_jax.inference import alignment, batch_search, pretrained, restore
+from las_jax.inference import (
+  alignment,
+  batch_search,
+  long_form,
+  pretrained,
+  restore,
+)
 from las_jax.text import Vocabulary
 
 AudioInput = str | os.PathLike | np.ndarray
@@ -61,7 +68,7 @@ class Hypothesis(NamedTuple):
 
 
 class Recognizer:
-  """A restored model with jit-compiled, bucketed batch search."""
+  """A restored model with jit-compiled, bucketed batch decoding."""
 
   def __init__(
     self,
@@ -152,7 +159,7 @@ class Recognizer:
     self.min_samples = min_samples(config)
     # Seconds of audio per encoder frame, for timestamps.
     self.frame_seconds = alignment.encoder_frame_seconds(config)
-    # Seconds spent compiling, so callers can report it apart from search.
+    # Seconds spent compiling, so callers can report it apart from decoding.
     self.compile_seconds = 0.0
 
   # ------------------------------------------------------------ loading --
@@ -384,7 +391,7 @@ class Recognizer:
     if isinstance(inputs, (str, os.PathLike, np.ndarray)):
       raise TypeError('transcribe takes a sequence of inputs; wrap it in [ ]')
 
-    offsets = {}
+    offsets, long = {}, {}
 
     def prepared():  # Read lazily: only a few batches are held at once.
       for i, item in enumerate(inputs):
@@ -393,11 +400,23 @@ class Recognizer:
         samples_N, offsets[i] = self.prepare_span(
           self.load(item, sample_rate, name), name
         )
+        if self.is_long(samples_N.size):
+          long[i] = (samples_N, name)
+          continue
         yield i, samples_N
 
     results: list[Any] = [None] * len(inputs)
     for i, hyps in self.decode_stream(prepared(), timestamps=timestamps):
       results[i] = [self.shifted(h, offsets[i]) for h in hyps]
+    for i, (samples_N, name) in long.items():
+      segments = self.transcribe_long(samples_N, timestamps=timestamps)
+      self._warn_long(name, samples_N.size, len(segments))
+      joined = Hypothesis(
+        ' '.join(seg.text for seg in segments if seg.text),
+        sum(seg.score for seg in segments),
+        sum((seg.words for seg in segments), ()) if timestamps else None,
+      )
+      results[i] = [self.shifted(joined, offsets[i])]
     if nbest:
       return results
     if timestamps:
@@ -447,6 +466,99 @@ class Recognizer:
     if in_flight is not None:
       yield from self._finish(*in_flight)
 
+  @property
+  def max_seconds(self) -> float:
+    """The largest audio bucket, the longest input decoded in one pass."""
+    return self._buckets[-1] / self.sample_rate
+
+  def is_long(self, num_samples: int) -> bool:
+    """Longer than the largest audio bucket: decoded as segments."""
+    return num_samples > self._buckets[-1]
+
+  def _warn_long(self, name: str, num_samples: int, segments: int) -> None:
+    warnings.warn(
+      f'{name}: {num_samples / self.sample_rate:.1f} s, longer than the '
+      f'longest audio the model decodes in one pass ({self.max_seconds:g} '
+      f's): decoded as {segments} segments split at pauses (long-form)',
+      audio.AudioWarning,
+      stacklevel=3,
+    )
+
+  def transcribe_long(
+    self,
+    item: AudioInput,
+    *,
+    sample_rate: int | None = None,
+    timestamps: bool = False,
+    block_seconds: float = 60.0,
+  ) -> list[long_form.Segment]:
+    """Transcribes a recording of any length as timed segments.
+
+    The recording is read in blocks (a file is never loaded whole), split
+    into speech regions at pauses, none longer than `max_seconds`
+    (`long_form`), and the regions are decoded in bucketed batches.
+
+    Args:
+      item: an audio file path, or samples (see `load`).
+      sample_rate: rate of an array input in Hz (default: the model's).
+      timestamps: time each segment's words too (`Segment.words`).
+      block_seconds: seconds read at a time.
+
+    Returns:
+      The segments in time order, with start and end seconds from the
+      recording's first sample; regions without speech (too short or
+      silent once trimmed) are left out.
+
+    Raises:
+      audio.AudioError: the file cannot be read (naming it).
+    """
+    rate = self.sample_rate
+    if isinstance(item, (str, os.PathLike)):
+      name = os.fspath(item)
+
+      def blocks():
+        return audio.read_blocks(item, rate, block_seconds=block_seconds)
+
+    else:
+      name = 'array'
+      samples_N = self.load(item, sample_rate, name)
+      step = int(block_seconds * rate)
+
+      def blocks():
+        return (samples_N[i : i + step] for i in range(0, samples_N.size, step))
+
+    splitter = long_form.Splitter(rate, max_seconds=self.max_seconds)
+    regions = splitter.regions(blocks(), splitter.loudest(blocks()))
+    spans = {}
+
+    def prepared():
+      for i, (first, region_N) in enumerate(regions):
+        try:
+          with warnings.catch_warnings():
+            warnings.simplefilter('ignore', audio.AudioWarning)
+            kept_N, offset = self.prepare_span(region_N, name)
+        except audio.AudioError:
+          continue  # A click or a breath: nothing to decode.
+        spans[i] = first + offset, kept_N.size
+        yield i, kept_N
+
+    segments = []
+    for i, hyps in self.decode_stream(prepared(), timestamps=timestamps):
+      if not hyps:
+        continue
+      first, n = spans[i]
+      best = self.shifted(hyps[0], first)
+      segments.append(
+        long_form.Segment(
+          round(first / rate, 3),
+          round((first + n) / rate, 3),
+          best.text,
+          best.score,
+          best.words,
+        )
+      )
+    return sorted(segments, key=lambda seg: seg.start)
+
   def shifted(self, hyp: Hypothesis, samples: int) -> Hypothesis:
     """`hyp` with its word times moved `samples` later (a trim's offset)."""
     if not hyp.words or not samples:
@@ -459,6 +571,21 @@ class Recognizer:
         )
         for w in hyp.words
       )
+    )
+
+  def shifted_segment(
+    self, segment: long_form.Segment, samples: int
+  ) -> long_form.Segment:
+    """`segment` moved `samples` later, its words too."""
+    if not samples:
+      return segment
+    delta = samples / self.sample_rate
+    words = self.shifted(Hypothesis('', 0.0, segment.words), samples).words
+    return dataclasses.replace(
+      segment,
+      start=round(segment.start + delta, 3),
+      end=round(segment.end + delta, 3),
+      words=words,
     )
 
   def padded_length(self, num_samples: int) -> int:

@@ -35,9 +35,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 from las_jax import audio, metrics, run_layout
-from las_jax.inference import inputs
-from las_jax.inference.recognizer import Recognizer
+from las_jax.inference import inputs, subtitles
+from las_jax.inference.long_form import Segment
+from las_jax.inference.recognizer import Hypothesis, Recognizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,16 +111,29 @@ def transcribe_items(
   rejected: Sequence[inputs.Rejected] = (),
   stdout: TextIO | None = None,
   stderr: TextIO | None = None,
+  timestamps: bool = False,
+  long_form: bool = False,
+  formats: Sequence[str] = (),
+  format_dir: Path | None = None,
 ) -> Summary:
   """Decodes items, writing transcripts and a JSONL record for each.
 
+  Items longer than the longest audio the model decodes in one pass
+  (`Recognizer.is_long`), or every item with `long_form`, are decoded as
+  segments split at pauses (`Recognizer.transcribe_long`; a file is then
+  read in blocks, never whole) and say so on stderr.
+
   Args:
     recognizer: the model.
-    items: what to decode (`decode_inputs`).
+    items: what to decode (`inputs`).
     jsonl: receives one JSON object per decoded utterance.
     rejected: inputs already found bad, reported and counted as skipped.
     stdout: receives `id<TAB>hypothesis` lines (default sys.stdout).
     stderr: receives problems (default sys.stderr).
+    timestamps: add each word's start and end seconds to the records.
+    long_form: decode every item as segments.
+    formats: also write each item's segments as these `subtitles.FORMATS`.
+    format_dir: where those files go (named after the item's id).
 
   Returns:
     The run's totals and error rates.
@@ -128,7 +144,11 @@ def transcribe_items(
     print(f'Skipping {bad.name}: {bad.reason}', file=stderr)
   skipped, warned = len(rejected), 0
   audio_seconds = 0.0
-  pending: dict[int, tuple[inputs.DecodeItem, float, float]] = {}
+  # key -> (item, seconds, seconds searched, first sample kept).
+  pending: dict[int, tuple[inputs.DecodeItem, float, float, int]] = {}
+  # Items decoded as segments: the samples kept and the first one's index,
+  # or None for a file read in blocks.
+  long_items: list[tuple[inputs.DecodeItem, np.ndarray | None, int]] = []
   sample_rate = recognizer.sample_rate
 
   def named(item: inputs.DecodeItem, message: str) -> str:
@@ -137,44 +157,61 @@ def transcribe_items(
       message if message.startswith(item.name) else f'{item.name}: {message}'
     )
 
-  def prepared() -> Iterator[tuple[int, Any]]:
-    nonlocal skipped, warned, audio_seconds
-    for key, item in enumerate(items):
-      # Single-threaded here, so catching warnings process-wide is safe.
-      with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always', audio.AudioWarning)
-        try:
-          samples_N = item.load()
-          seconds = samples_N.size / sample_rate
-          samples_N = recognizer.prepare(samples_N, item.name)
-        except audio.AudioError as e:
-          samples_N = None
-          print(f'Skipping {named(item, str(e))}', file=stderr)
-          skipped += 1
-      notes = [w for w in caught if issubclass(w.category, audio.AudioWarning)]
-      for w in caught:
-        if w not in notes:  # Not ours: let Python report it as usual.
-          warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-      for w in notes:
-        print(f'Warning {named(item, str(w.message))}', file=stderr)
-      if samples_N is None:
-        continue
-      warned += bool(notes)
-      audio_seconds += seconds
-      # The search's token limit follows the trimmed audio.
-      pending[key] = (item, seconds, samples_N.size / sample_rate)
-      yield key, samples_N
+  def reported(item: inputs.DecodeItem, fn):
+    """fn() with audio problems reported by name; None when it failed."""
+    nonlocal skipped, warned
+    # Single-threaded here, so catching warnings process-wide is safe.
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always', audio.AudioWarning)
+      try:
+        result = fn()
+      except audio.AudioError as e:
+        result = None
+        print(f'Skipping {named(item, str(e))}', file=stderr)
+        skipped += 1
+    notes = [w for w in caught if issubclass(w.category, audio.AudioWarning)]
+    for w in caught:
+      if w not in notes:  # Not ours: let Python report it as usual.
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    for w in notes:
+      print(f'Warning {named(item, str(w.message))}', file=stderr)
+    warned += bool(notes) and result is not None
+    return result
 
-  compile_before = recognizer.compile_seconds
-  start = time.perf_counter()
+  def prepared() -> Iterator[tuple[int, Any]]:
+    nonlocal audio_seconds
+    for key, item in enumerate(items):
+      if long_form and item.path is not None:
+        long_items.append((item, None, 0))  # Read in blocks, later.
+        continue
+
+      def load(item=item):
+        samples_N = item.load()
+        kept_N, first = recognizer.prepare_span(samples_N, item.name)
+        return samples_N.size, kept_N, first
+
+      loaded = reported(item, load)
+      if loaded is None:
+        continue
+      size, kept_N, first = loaded
+      if long_form or recognizer.is_long(kept_N.size):
+        long_items.append((item, kept_N, first))
+        continue
+      audio_seconds += size / sample_rate
+      # The search's token limit follows the trimmed audio.
+      pending[key] = (
+        item,
+        size / sample_rate,
+        kept_N.size / sample_rate,
+        first,
+      )
+      yield key, kept_N
+
   decoded, loops, per_utterance = 0, 0, []
-  for key, hyps in recognizer.decode_stream(prepared()):
-    item, seconds, searched_seconds = pending.pop(key)
+
+  def write(item, hyps, seconds, segments, loop):
+    nonlocal decoded, loops
     hypothesis = hyps[0].text if hyps else ''
-    loop = metrics.looks_like_loop(
-      recognizer.vocab.encode(hypothesis),
-      recognizer.max_units(searched_seconds),
-    )
     loops += loop
     errors = None
     if item.reference is not None:
@@ -189,9 +226,69 @@ def transcribe_items(
       nbest=[dict(text=h.text, score=h.score) for h in hyps],
       audio_seconds=round(seconds, 4),
       loop=loop,
+      segments=[dict(start=g.start, end=g.end, text=g.text) for g in segments],
     )
+    if timestamps:
+      record['words'] = [
+        dataclasses.asdict(w) for g in segments for w in (g.words or ())
+      ]
     jsonl.write(json.dumps(record, ensure_ascii=False) + '\n')
+    for fmt in formats:
+      path = format_dir / f'{_file_stem(item.id)}.{fmt}'
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(subtitles.render(segments, fmt), encoding='utf-8')
     decoded += 1
+
+  compile_before = recognizer.compile_seconds
+  start = time.perf_counter()
+  for key, hyps in recognizer.decode_stream(prepared(), timestamps):
+    item, seconds, searched_seconds, first = pending.pop(key)
+    hyps = [recognizer.shifted(h, first) for h in hyps]
+    best = hyps[0] if hyps else None
+    loop = bool(best) and metrics.looks_like_loop(
+      recognizer.vocab.encode(best.text),
+      recognizer.max_units(searched_seconds),
+    )
+    segments = []
+    if best is not None:
+      segments = [
+        Segment(
+          round(first / sample_rate, 3),
+          round(first / sample_rate + searched_seconds, 3),
+          best.text,
+          best.score,
+          best.words,
+        )
+      ]
+    write(item, hyps, seconds, segments, loop)
+  for item, kept_N, first in long_items:
+    source = item.path if kept_N is None else kept_N
+    segments = reported(
+      item,
+      lambda source=source: recognizer.transcribe_long(
+        source, timestamps=timestamps
+      ),
+    )
+    if segments is None:
+      continue
+    segments = [recognizer.shifted_segment(g, first) for g in segments]
+    seconds = _duration(item, kept_N, sample_rate)
+    audio_seconds += seconds
+    print(
+      f'Long-form {item.name}: {seconds:.1f} s decoded as {len(segments)} '
+      f'segments split at pauses (the model decodes at most '
+      f'{recognizer.max_seconds:g} s in one pass)',
+      file=stderr,
+    )
+    text = ' '.join(g.text for g in segments if g.text)
+    score = sum(g.score for g in segments)
+    loop = any(
+      metrics.looks_like_loop(
+        recognizer.vocab.encode(g.text), recognizer.max_units(g.end - g.start)
+      )
+      for g in segments
+    )
+    write(item, [Hypothesis(text, score)], seconds, segments, loop)
   compile_seconds = recognizer.compile_seconds - compile_before
   return Summary(
     utterances=decoded,
@@ -207,6 +304,18 @@ def transcribe_items(
     ),
     loops=loops,
   )
+
+
+def _duration(item, kept_N, sample_rate) -> float:
+  """Seconds of a long item: its file's, or of the samples kept."""
+  if kept_N is not None:
+    return kept_N.size / sample_rate
+  return audio.duration(item.path)
+
+
+def _file_stem(item_id: str) -> str:
+  """A file name for an item's subtitles: its id's base name, no suffix."""
+  return Path(item_id).stem or 'audio'
 
 
 def default_output(run_dir: Path, name: str) -> Path:
@@ -235,6 +344,9 @@ def run(
   output: str | None = None,
   stdout: TextIO | None = None,
   stderr: TextIO | None = None,
+  timestamps: bool = False,
+  long_form: bool = False,
+  formats: Sequence[str] = (),
   **options: Any,
 ) -> Summary:
   """Restores a model, decodes files or a dataset split, writes reports.
@@ -251,6 +363,11 @@ def run(
     output: JSONL path (default `<run>/decode/<name>.jsonl`).
     stdout: receives transcripts (default sys.stdout).
     stderr: receives problems and the summary (default sys.stderr).
+    timestamps: word start and end seconds in the JSONL records.
+    long_form: decode every input as segments split at pauses (inputs
+      longer than the model's largest audio bucket always are).
+    formats: also write each input's segments as subtitles or text
+      (`subtitles.FORMATS`), in `<output without .jsonl>/<input>.<fmt>`.
     **options: `Recognizer` options (beam_size, batch_size, ctc_mode,
       ctc_weight, lm_workdir, lm_weight, length_bonus, length_penalty,
       max_tokens_per_second); None values mean the config's.
@@ -298,6 +415,11 @@ def run(
     else default_output(run_dir, _source_name(paths, split))
   )
   out_path.parent.mkdir(parents=True, exist_ok=True)
+  for fmt in formats:
+    if fmt not in subtitles.FORMATS:
+      raise ValueError(
+        f'format must be one of {subtitles.FORMATS}, got {fmt!r}'
+      )
   with out_path.open('w', encoding='utf-8') as jsonl:
     summary = transcribe_items(
       recognizer,
@@ -306,9 +428,18 @@ def run(
       rejected=rejected,
       stdout=stdout,
       stderr=stderr,
+      timestamps=timestamps,
+      long_form=long_form,
+      formats=formats,
+      format_dir=out_path.with_suffix(''),
     )
   summary_path = out_path.with_suffix('.summary.json')
   summary_path.write_text(json.dumps(summary.to_dict(), indent=2) + '\n')
   print(summary.report(), file=stderr)
   print(f'Wrote {out_path} and {summary_path}.', file=stderr)
+  if formats:
+    print(
+      f'Wrote {", ".join(formats)} files to {out_path.with_suffix("")}/.',
+      file=stderr,
+    )
   return summary
