@@ -10,7 +10,8 @@ long recording is therefore split into speech regions first:
    `librosa.effects.split` (frames within `top_db` of that frame are
    speech; KoSpeech's silence rule, on energy), block by block;
 3. speech intervals closer than `min_pause` join into one region, padded
-   by `pad` on both sides; a region longer than `max_seconds` (the largest
+   by `pad` on both sides (regions with less than `min_speech` of speech,
+   clicks and breaths, are dropped); a region longer than `max_seconds` (the largest
    audio bucket the model was trained on) is cut at the quietest frame of
    the last `cut_window` before the limit, again and again;
 4. regions go through the recognizer's usual path (trimming, bucketed
@@ -59,6 +60,7 @@ class Splitter:
     top_db: frames this far below the loudest frame are silence.
     min_pause: shorter pauses do not end a region (seconds).
     pad: seconds of audio kept around each region's speech.
+    min_speech: speech shorter than this (a click, a breath) is no region.
     cut_window: where a long region is cut: its quietest frame in the last
       `cut_window` seconds before `max_seconds`.
   """
@@ -68,6 +70,7 @@ class Splitter:
   top_db: float = 35.0
   min_pause: float = 0.3
   pad: float = 0.15
+  min_speech: float = 0.15
   cut_window: float = 2.0
 
   def __post_init__(self):
@@ -147,7 +150,13 @@ class Splitter:
         spans[-1][1] = int(e)
       else:
         spans.append([int(s), int(e)])
-    return spans
+    shortest = self._samples(self.min_speech)
+    # A short span at the end may grow in the next block: kept for now.
+    return [
+      span
+      for span in spans
+      if span[1] - span[0] >= shortest or buf.size - span[1] < pause
+    ]
 
   def _cuts(self, buf, lo, hi) -> list[tuple[int, int]]:
     """[a, b) pieces of buf[lo:hi], none longer than `max_seconds`, each
