@@ -444,7 +444,8 @@ _TRIM_FRAME, _TRIM_HOP = 2048, 512
 _TRIM_FLOOR_PERCENTILE = 10
 _TRIM_FLOOR_DBFS = -100.0
 _TRIM_MARGIN_DB = 10.0
-# Identifies the trimming rule in caches of trimmed lengths.
+# Names the trimming rule (`trim_bounds`); datasets record it with the trim
+# offsets they store. Change it whenever the rule changes.
 TRIM_RULE = 'edges, top_db and noise floor, v2'
 
 
@@ -467,28 +468,27 @@ def _frame_powers(x_N: np.ndarray) -> np.ndarray:
   return (squares - total**2 / count) / _TRIM_FRAME
 
 
-def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
-  """Drops leading and trailing silence; never anything in between.
+def trim_bounds(samples_N: np.ndarray, top_db: float = 30) -> tuple[int, int]:
+  """Where the speech of a signal starts and ends: `trim_silence`'s slice.
 
-  KoSpeech's `del_silence` keeps the frames within `top_db` of the loudest
-  frame and concatenates them, deleting interior pauses and any speech 30
-  dB below a beep, click or nearer talker elsewhere in the file. Here a
-  frame is silent only when it is both `top_db` below the loudest frame
+  A frame is silent only when it is both `top_db` below the loudest frame
   (KoSpeech's rule) and within 10 dB of the background level (the 10th
   percentile of frame powers, at least -100 dBFS), frame powers taken
-  with each frame's mean removed (a DC offset is no sound). The result
-  runs from the first non-silent frame to the last, as
-  `librosa.effects.trim` does with 2048-sample frames and a 512 hop.
+  with each frame's mean removed (a DC offset is no sound). The span runs
+  from the first non-silent frame to the last, as `librosa.effects.trim`
+  does with 2048-sample frames and a 512 hop. This rule is named by
+  TRIM_RULE; the dataset builders store its result (`las_jax.data`).
 
   Args:
     samples_N: int16 (or float) mono signal.
     top_db: threshold below the peak frame power, in dB.
 
   Returns:
-    A slice of the input (same dtype); empty when every frame is silent.
+    (start, end) sample offsets, 0 <= start <= end <= N; start == end
+    when every frame is silent (and for an empty signal).
   """
   if samples_N.size == 0:
-    return samples_N
+    return 0, 0
   scale = 32768.0 if samples_N.dtype == np.int16 else 1.0
   power_F = _frame_powers(samples_N.astype(np.float64) / scale)
   below_peak_F = power_F <= power_F.max() * 10 ** (-top_db / 10)
@@ -499,7 +499,27 @@ def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
   background_F = power_F <= floor * 10 ** (_TRIM_MARGIN_DB / 10)
   kept = np.flatnonzero(~(below_peak_F & background_F))
   if kept.size == 0:
-    return samples_N[:0]
-  start = kept[0] * _TRIM_HOP
-  end = min(samples_N.size, (kept[-1] + 1) * _TRIM_HOP)
+    return 0, 0
+  start = int(kept[0]) * _TRIM_HOP
+  end = min(samples_N.size, (int(kept[-1]) + 1) * _TRIM_HOP)
+  return start, end
+
+
+def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
+  """Drops leading and trailing silence; never anything in between.
+
+  KoSpeech's `del_silence` keeps the frames within `top_db` of the loudest
+  frame and concatenates them, deleting interior pauses and any speech 30
+  dB below a beep, click or nearer talker elsewhere in the file. Here only
+  the silence before the first and after the last non-silent frame goes;
+  `trim_bounds` gives the rule.
+
+  Args:
+    samples_N: int16 (or float) mono signal.
+    top_db: threshold below the peak frame power, in dB.
+
+  Returns:
+    A slice of the input (same dtype); empty when every frame is silent.
+  """
+  start, end = trim_bounds(samples_N, top_db)
   return samples_N[start:end]
