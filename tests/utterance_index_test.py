@@ -41,8 +41,9 @@ _SIGNALS = {
 
 @pytest.fixture(scope='module')
 def corpus(tmp_path_factory):
-  """A manifest corpus of _SIGNALS plus a 44.1 kHz stereo WAV and a file
-  that cannot be read (skipped: the index must stay aligned)."""
+  """A manifest corpus of _SIGNALS plus a 44.1 kHz stereo WAV, and two
+  lines that give no example (the index must stay aligned): a file that
+  cannot be read and an empty transcript."""
   root = tmp_path_factory.mktemp('corpus')
   lines = []
   for uid, (samples, text) in _SIGNALS.items():
@@ -50,6 +51,7 @@ def corpus(tmp_path_factory):
     lines.append(f'{uid}.pcm\t{text}')
   (root / 'odd.pcm').write_bytes(b'\x01\x02\x03')
   lines.insert(2, 'odd.pcm\t홀수')
+  lines.insert(4, 'a.pcm\t ')
   t = np.arange(44100) / 44100
   stereo = np.zeros((44100, 2))
   stereo[11025:33075, 0] = 0.3 * np.sin(2 * np.pi * 300 * t[11025:33075])
