@@ -456,16 +456,15 @@ def _frame_powers(x_N: np.ndarray) -> np.ndarray:
   padding, divided by 2048), so a zero-mean signal gets its values; a
   constant offset, in part of a file or all of it, adds nothing.
   """
-  half = _TRIM_FRAME // 2
-  pad = np.zeros(half)
-  sums = [
-    np.concatenate([[0.0], np.cumsum(np.concatenate([pad, v, pad]))])
-    for v in (np.ones_like(x_N), x_N, x_N * x_N)
-  ]
-  starts = np.arange(0, x_N.size + 1, _TRIM_HOP)
-  ends = starts + _TRIM_FRAME
-  count, total, squares = (c[ends] - c[starts] for c in sums)
-  return (squares - total**2 / count) / _TRIM_FRAME
+  n = x_N.size
+  # Frame f covers samples [f * hop - frame / 2, f * hop + frame / 2) of
+  # the zero-padded signal: clipped to the signal, the padding adds nothing
+  # to the running sums (exactly: adding 0.0 is exact).
+  starts = np.arange(0, n + 1, _TRIM_HOP) - _TRIM_FRAME // 2
+  lo, hi = np.clip(starts, 0, n), np.clip(starts + _TRIM_FRAME, 0, n)
+  sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (x_N, x_N * x_N)]
+  total, squares = (c[hi] - c[lo] for c in sums)
+  return (squares - total**2 / (hi - lo)) / _TRIM_FRAME
 
 
 def trim_bounds(samples_N: np.ndarray, top_db: float = 30) -> tuple[int, int]:

@@ -78,7 +78,7 @@ def record_fields(record: dict[str, Any]) -> tuple[str, str, np.ndarray]:
   return uid, text, samples_N
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Entry:
   """One utterance's line of the index (see `UtteranceIndex`)."""
 
