@@ -1,101 +1,174 @@
-r"""Input-pipeline throughput: raw TFDS records -> featurized device batches.
+r"""Host input pipeline: throughput per core, and cores per GPU step.
 
   python -m benchmarks.input_pipeline_bench [--manual_dir=data/mini_kspon] \
-      [--data_dir=data/tfds_mini] [--batch_size=32] [--passes=3]
+      [--data_dir=data/tfds_mini] [--num_workers=0,1,2] [--epochs=2] \
+      [--step_seconds=S]
 
 Generates the mini_kspon corpus first if `--manual_dir` does not exist
-(`las_jax.data.make_mini_kspon`), builds its TFDS dataset, then times full
-epochs over the train split: the host pipeline alone (read, trim, tokenize,
-bucket, pad) and end to end (plus `device_put` and the jitted `featurize`
-with augmentation, `block_until_ready`). A warm-up epoch compiles every
-bucket first; figures are medians over `--passes` epochs.
+(`las_jax.data.make_mini_kspon`), builds its TFDS dataset, then runs the
+host pipeline of `configs/kspon.py` (batch 32, its buckets, silence trimmed
+by the dataset's stored spans) over the train split, once per grain worker
+count (`config.input.num_workers`):
+
+- start-up: building the iterator from the stored utterance index, and
+  without it (indexing every record: the pass over the audio that the
+  index saves a first training run);
+- per worker count, over `--epochs` epochs after each epoch's first
+  batch (worker start-up apart, reported as "first batch"): batches of
+  utterances and audio-seconds per second of wall time, and per second of
+  CPU time of this process and its workers together (per core);
+- how many host cores keep one GPU of `configs/kspon.py` fed: a step of 32
+  utterances of KsponSpeech's mean length (`--utterance_seconds`) every
+  `--step_seconds`, divided by the audio-seconds one core prepares per
+  second.
+
+The host pipeline reads, cuts to the trim span, tokenizes and pads; log-mel
+features are computed on the accelerator inside the train step.
 """
 
+import gc
 import os
-import statistics
 import time
 
-import jax
-import numpy as np
+import psutil
 from absl import app, flags
 
-from configs import default
-from las_jax import features, input_pipeline
-from las_jax.data import common, make_mini_kspon
+from configs import kspon
+from las_jax import data, input_pipeline
+from las_jax.data import make_mini_kspon
 from las_jax.text import Vocabulary
+
+# PLACEHOLDER until measured on a GPU: seconds per configs/kspon.py train
+# step at batch 32, e.g. the float32 figure of benchmarks/device_bench.py.
+_PLACEHOLDER_STEP_SECONDS = 0.5
 
 _MANUAL_DIR = flags.DEFINE_string(
   'manual_dir', 'data/mini_kspon', 'mini_kspon corpus (made if absent).'
 )
 _DATA_DIR = flags.DEFINE_string('data_dir', 'data/tfds_mini', 'TFDS dir.')
 _CORPUS_UTTERANCES = flags.DEFINE_integer(
-  'corpus_utterances', 600, 'Corpus size when it has to be generated.'
+  'corpus_utterances', 3000, 'Corpus size when it has to be generated.'
 )
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Global batch size.')
-_PASSES = flags.DEFINE_integer('passes', 3, 'Timed epochs (median).')
-_THREADS = flags.DEFINE_integer('num_threads', 2, 'Reader threads.')
-_WORKERS = flags.DEFINE_integer('num_workers', 0, 'Worker processes.')
-_TRIM = flags.DEFINE_bool('trim_silence', True, 'Trim silence on the host.')
+_WORKERS = flags.DEFINE_list(
+  'num_workers', ['0', '1', '2'], 'config.input.num_workers values to time.'
+)
+_THREADS = flags.DEFINE_integer(
+  'num_threads', None, 'Reader threads per process; default: the config.'
+)
+_EPOCHS = flags.DEFINE_integer('epochs', 2, 'Timed epochs per worker count.')
+_STEP_SECONDS = flags.DEFINE_float(
+  'step_seconds',
+  _PLACEHOLDER_STEP_SECONDS,
+  'Seconds per configs/kspon.py train step on one GPU (batch 32).',
+)
+_UTTERANCE_SECONDS = flags.DEFINE_float(
+  'utterance_seconds',
+  5.6,
+  'Mean KsponSpeech utterance length in seconds (969 h / 622,545 '
+  'utterances, Bang et al. 2020).',
+)
 
 
-def _epoch(it, per_epoch, device_fn=None):
-  """Runs one epoch; returns (seconds, utterances, audio seconds)."""
-  start, utts, samples = time.perf_counter(), 0, 0
-  for _ in range(per_epoch):
-    batch = next(it)
-    utts += int((batch['audio_lengths'] > 0).sum())
-    samples += int(batch['audio_lengths'].sum())
-    if device_fn is not None:
-      audio, lengths = jax.device_put((batch['audio'], batch['audio_lengths']))
-      jax.block_until_ready(device_fn(audio, lengths))
-  return time.perf_counter() - start, utts, samples
+def _cpu_seconds(process: psutil.Process) -> float:
+  """CPU time of `process` and all its children, live or reaped."""
+  times = process.cpu_times()
+  total = times.user + times.system + times.children_user
+  total += times.children_system
+  for child in process.children(recursive=True):
+    try:
+      times = child.cpu_times()
+    except psutil.NoSuchProcess:  # Reaped meanwhile: in children_* next.
+      continue
+    total += times.user + times.system
+  return total
+
+
+def _time_epochs(it, epochs: int, sample_rate: int) -> dict[str, float]:
+  """Wall and CPU seconds, utterances and audio seconds after each epoch's
+  first batch, and the mean wait for that first batch."""
+  me = psutil.Process()
+  totals = dict(wall=0.0, cpu=0.0, utts=0, audio_s=0.0, first=0.0)
+  for epoch in range(epochs):
+    it.set_state({'epoch': epoch, 'position': 0})
+    batches = len(it.epoch_plan(epoch))
+    start = time.perf_counter()
+    next(it)
+    totals['first'] += (time.perf_counter() - start) / epochs
+    wall, cpu = time.perf_counter(), _cpu_seconds(me)
+    for _ in range(batches - 1):
+      batch = next(it)
+      totals['utts'] += int((batch['audio_lengths'] > 0).sum())
+      totals['audio_s'] += batch['audio_lengths'].sum() / sample_rate
+    totals['wall'] += time.perf_counter() - wall
+    totals['cpu'] += _cpu_seconds(me) - cpu
+  return totals
 
 
 def main(argv):
   del argv
   if not os.path.isdir(_MANUAL_DIR.value):
     make_mini_kspon.make_mini_kspon(_MANUAL_DIR.value, _CORPUS_UTTERANCES.value)
-  builder = common.build_dataset(
+  builder = data.build_dataset(
     'ksponspeech', _DATA_DIR.value, _MANUAL_DIR.value
   )
   source = builder.as_data_source('train')
-  vocab = Vocabulary.build(
-    source[i]['text'].decode() for i in range(len(source))
-  )
-  config = default.get_config()
-  config.input.batch_size = _BATCH_SIZE.value
-  config.input.num_threads = _THREADS.value
-  config.input.num_workers = _WORKERS.value
-  config.input.trim_silence = _TRIM.value
+  config = kspon.get_config()
+  if _THREADS.value is not None:
+    config.input.num_threads = _THREADS.value
   sr = config.features.sample_rate
 
   start = time.perf_counter()
-  it = input_pipeline.make_train_iterator(source, vocab, config)
+  index = data.read_index(builder.data_dir, 'train')
+  vocab = Vocabulary.build(index.texts)
+  input_pipeline.make_train_iterator(source, vocab, config, index=index)
+  stored = time.perf_counter() - start
+  start = time.perf_counter()
+  input_pipeline.make_train_iterator(source, vocab, config)
+  measured = time.perf_counter() - start
+  hours = index.num_samples.sum() / sr / 3600
   print(
-    f'{len(source)} train utterances; length scan + planning '
-    f'{time.perf_counter() - start:.2f} s; {it.stats}'
+    f'{len(source)} train utterances, {hours:.2f} h; configs/kspon.py input '
+    f'(batch {config.input.batch_size}, {config.input.num_threads} reader '
+    f'threads per process), {psutil.cpu_count()} host cores'
   )
-  key = jax.random.key(0)
-  featurize = jax.jit(
-    lambda audio, lengths: features.featurize(
-      key, audio, lengths, config.features, train=True
-    )
+  print(
+    f'start-up: iterator from the stored index (vocabulary included) '
+    f'{stored:.2f} s; indexing every record instead {measured:.1f} s '
+    f'({len(source) / measured:.0f} utterances/s)'
   )
-  device = jax.devices()[0]
-  print(f'device: {device.platform} {device.device_kind}')
-  for name, fn in (('host pipeline', None), ('end to end', featurize)):
-    times, utts, samples = [], 0, 0
-    for p in range(_PASSES.value + 1):  # Pass 0 warms up and compiles.
-      it.set_state({'epoch': p, 'position': 0})
-      seconds, utts, samples = _epoch(it, len(it.epoch_plan(p)), fn)
-      if p:
-        times.append(seconds)
-    t = statistics.median(times)
+  print(
+    'workers  utt/s  audio-s/s  cores busy  utt/core-s  audio-s/core-s  '
+    'first batch'
+  )
+  rates = {}
+  for workers in map(int, _WORKERS.value):
+    config.input.num_workers = workers
+    it = input_pipeline.make_train_iterator(source, vocab, config, index=index)
+    t = _time_epochs(it, _EPOCHS.value, sr)
+    del it  # Stops its worker processes before the next count starts.
+    gc.collect()
+    rates[workers] = t['audio_s'] / t['cpu']
     print(
-      f'{name:14s}: {utts / t:8.1f} utterances/s, '
-      f'{samples / sr / t:8.1f} audio-s/s (median of {len(times)} epochs '
-      f'of {utts} utts, {samples / sr:.0f} s, {np.round(times, 2)} s)'
+      f'{workers:7d}  {t["utts"] / t["wall"]:5.0f}  '
+      f'{t["audio_s"] / t["wall"]:9.0f}  {t["cpu"] / t["wall"]:10.2f}  '
+      f'{t["utts"] / t["cpu"]:10.0f}  {rates[workers]:14.0f}  '
+      f'{t["first"]:9.2f} s'
     )
+  step_audio_s = config.input.batch_size * _UTTERANCE_SECONDS.value
+  need = step_audio_s / _STEP_SECONDS.value
+  placeholder = (
+    ''
+    if flags.FLAGS['step_seconds'].present
+    else ' (a placeholder: pass --step_seconds measured on the GPU)'
+  )
+  print(
+    f'One GPU at {_STEP_SECONDS.value:g} s per configs/kspon.py step'
+    f'{placeholder} consumes {config.input.batch_size} x '
+    f'{_UTTERANCE_SECONDS.value:g} s = {step_audio_s:.0f} audio-s per step, '
+    f'{need:.0f} audio-s/s; host cores that keep it fed:'
+  )
+  for workers, rate in rates.items():
+    print(f'  num_workers={workers}: {need / rate:.2f}')
 
 
 if __name__ == '__main__':

@@ -62,10 +62,12 @@ def get_config() -> ml_collections.ConfigDict:
   inp.audio_buckets_s = (2.0, 4.0, 6.0, 8.0, 11.0, 15.0, 20.0)
   # Padded target lengths in tokens (EOS included), same rules as above.
   inp.token_buckets = (32, 64, 128, 256)
-  # Trim leading/trailing silence before bucketing (audio.trim_silence:
-  # KoSpeech's top_db rule, but never interior pauses or quiet speech).
+  # Trim leading/trailing silence before bucketing (audio.trim_bounds:
+  # KoSpeech's top_db rule, but never interior pauses or quiet speech);
+  # False = whole files. The datasets store the trim spans.
   inp.trim_silence = True
-  # Silence threshold in dB below peak for trimming (KoSpeech: 30).
+  # Silence threshold in dB below peak for trimming (KoSpeech: 30). The
+  # datasets store spans for 30; another value reads all audio once per run.
   inp.trim_top_db = 30
   # Worker processes loading batches (grain mp_prefetch); 0 = in-process.
   inp.num_workers = 0
@@ -73,9 +75,6 @@ def get_config() -> ml_collections.ConfigDict:
   inp.num_threads = 2
   # Batches buffered ahead by the reader threads.
   inp.prefetch_buffer_size = 4
-  # Directory for per-split length caches (one small .npz per split and
-  # settings), so restarts skip a full pass over the audio; '' = no cache.
-  inp.lengths_cache_dir = ''
 
   # ------------------------------------------------------------ features --
   config.features = feats = ml_collections.ConfigDict()

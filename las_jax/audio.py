@@ -553,7 +553,8 @@ _TRIM_FRAME, _TRIM_HOP = 2048, 512
 _TRIM_FLOOR_PERCENTILE = 10
 _TRIM_FLOOR_DBFS = -100.0
 _TRIM_MARGIN_DB = 10.0
-# Identifies the trimming rule in caches of trimmed lengths.
+# Names the trimming rule (`trim_bounds`); datasets record it with the trim
+# offsets they store. Change it whenever the rule changes.
 TRIM_RULE = 'edges, top_db and noise floor, v2'
 
 
@@ -564,44 +565,35 @@ def _frame_powers(x_N: np.ndarray) -> np.ndarray:
   padding, divided by 2048), so a zero-mean signal gets its values; a
   constant offset, in part of a file or all of it, adds nothing.
   """
-  half = _TRIM_FRAME // 2
-  pad = np.zeros(half)
-  sums = [
-    np.concatenate([[0.0], np.cumsum(np.concatenate([pad, v, pad]))])
-    for v in (np.ones_like(x_N), x_N, x_N * x_N)
-  ]
-  starts = np.arange(0, x_N.size + 1, _TRIM_HOP)
-  ends = starts + _TRIM_FRAME
-  count, total, squares = (c[ends] - c[starts] for c in sums)
-  return (squares - total**2 / count) / _TRIM_FRAME
-
-
-def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
-  """`samples_N[start:end]` for `trim_bounds`' start and end."""
-  start, end = trim_bounds(samples_N, top_db)
-  return samples_N[start:end]
+  n = x_N.size
+  # Frame f covers samples [f * hop - frame / 2, f * hop + frame / 2) of
+  # the zero-padded signal: clipped to the signal, the padding adds nothing
+  # to the running sums (exactly: adding 0.0 is exact).
+  starts = np.arange(0, n + 1, _TRIM_HOP) - _TRIM_FRAME // 2
+  lo, hi = np.clip(starts, 0, n), np.clip(starts + _TRIM_FRAME, 0, n)
+  sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (x_N, x_N * x_N)]
+  total, squares = (c[hi] - c[lo] for c in sums)
+  return (squares - total**2 / (hi - lo)) / _TRIM_FRAME
 
 
 def trim_bounds(samples_N: np.ndarray, top_db: float = 30) -> tuple[int, int]:
-  """Where leading and trailing silence end: never anything in between.
+  """Where the speech of a signal starts and ends: `trim_silence`'s slice.
 
-  KoSpeech's `del_silence` keeps the frames within `top_db` of the loudest
-  frame and concatenates them, deleting interior pauses and any speech 30
-  dB below a beep, click or nearer talker elsewhere in the file. Here a
-  frame is silent only when it is both `top_db` below the loudest frame
+  A frame is silent only when it is both `top_db` below the loudest frame
   (KoSpeech's rule) and within 10 dB of the background level (the 10th
   percentile of frame powers, at least -100 dBFS), frame powers taken
-  with each frame's mean removed (a DC offset is no sound). The result
-  runs from the first non-silent frame to the last, as
-  `librosa.effects.trim` does with 2048-sample frames and a 512 hop.
+  with each frame's mean removed (a DC offset is no sound). The span runs
+  from the first non-silent frame to the last, as `librosa.effects.trim`
+  does with 2048-sample frames and a 512 hop. This rule is named by
+  TRIM_RULE; the dataset builders store its result (`las_jax.data`).
 
   Args:
     samples_N: int16 (or float) mono signal.
     top_db: threshold below the peak frame power, in dB.
 
   Returns:
-    (start, end) sample indices of the audio kept; start == end when every
-    frame is silent.
+    (start, end) sample offsets, 0 <= start <= end <= N; start == end
+    when every frame is silent (and for an empty signal).
   """
   if samples_N.size == 0:
     return 0, 0
@@ -617,4 +609,25 @@ def trim_bounds(samples_N: np.ndarray, top_db: float = 30) -> tuple[int, int]:
   if kept.size == 0:
     return 0, 0
   start = int(kept[0]) * _TRIM_HOP
-  return start, min(samples_N.size, (int(kept[-1]) + 1) * _TRIM_HOP)
+  end = min(samples_N.size, (int(kept[-1]) + 1) * _TRIM_HOP)
+  return start, end
+
+
+def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
+  """Drops leading and trailing silence; never anything in between.
+
+  KoSpeech's `del_silence` keeps the frames within `top_db` of the loudest
+  frame and concatenates them, deleting interior pauses and any speech 30
+  dB below a beep, click or nearer talker elsewhere in the file. Here only
+  the silence before the first and after the last non-silent frame goes;
+  `trim_bounds` gives the rule.
+
+  Args:
+    samples_N: int16 (or float) mono signal.
+    top_db: threshold below the peak frame power, in dB.
+
+  Returns:
+    A slice of the input (same dtype); empty when every frame is silent.
+  """
+  start, end = trim_bounds(samples_N, top_db)
+  return samples_N[start:end]

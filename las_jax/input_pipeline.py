@@ -2,7 +2,9 @@
 
 Records are dicts with `id`, `audio` (int16 [N]), `text` (normalized) and
 `raw_text`, from any random-access source: a TFDS array_record data source
-(`builder.as_data_source(split)`) or a plain list of such dicts.
+(`builder.as_data_source(split)`) or a plain list of such dicts. Batches
+are planned from the source's utterance index (`las_jax.data`): ids,
+transcripts, sample counts and silence-trim spans.
 
 Every batch has one of a FIXED set of shapes, so a jitted step compiles at
 most once per (audio bucket, token bucket) pair:
@@ -14,8 +16,11 @@ most once per (audio bucket, token bucket) pair:
 B is the per-host batch (`config.input.batch_size / process_count`).
 
 How batches are formed (deterministic, so resuming is exact):
-1. One pass over the split measures each utterance's (trimmed) audio length
-   and token count; optionally cached in `config.input.lengths_cache_dir`.
+1. Each utterance's audio length (its trim span with
+   `config.input.trim_silence`, else all of it) and token count come from
+   the utterance index: the one the dataset builders stored, or, for
+   sources without one and for trimming settings other than the stored
+   ones, an index made by reading every record (one pass over the audio).
    Training drops utterances longer than the largest bucket, counting and
    logging them; evaluation keeps everything by adding one extra bucket.
 2. Per epoch the kept indices are shuffled with (seed, epoch) and dealt into
@@ -25,7 +30,7 @@ How batches are formed (deterministic, so resuming is exact):
    padding rows. Each host takes its own slice of rows of every global batch,
    so all hosts step through the same shapes and the hosts' shards are
    disjoint and cover the epoch.
-3. Batches are loaded (read, trim, tokenize, pad) by grain, optionally with
+3. Batches are loaded (read, cut to the span, tokenize, pad) by grain, with
    reader threads and worker processes. The iterator's state is just
    (epoch, batches yielded in it): JSON-serializable for orbax.
 """
@@ -33,9 +38,6 @@ How batches are formed (deterministic, so resuming is exact):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -47,6 +49,7 @@ import numpy as np
 from absl import logging
 
 from las_jax import audio as audio_lib
+from las_jax.data.utterance_index import UtteranceIndex, record_fields
 from las_jax.text import Vocabulary
 
 # Eval overflow buckets are rounded up to these granularities.
@@ -54,106 +57,74 @@ _EVAL_AUDIO_ROUND_S = 1.0
 _EVAL_TOKEN_ROUND = 16
 
 
-def _as_str(value: Any) -> str:
-  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class DecodeRecord:
-  """Decodes one record: (id, text, int16 audio, tokens ending in EOS)."""
-
-  vocab: Vocabulary
-  trim_silence: bool
-  trim_top_db: float
-
-  def __call__(self, record: dict[str, Any]):
-    try:
-      uid, text = _as_str(record['id']), _as_str(record['text'])
-      audio_N = np.asarray(record['audio'])
-    except KeyError as e:
-      raise KeyError(f'record lacks field {e}; has {sorted(record)}') from None
-    if audio_N.ndim != 1 or audio_N.dtype != np.int16:
-      raise ValueError(
-        f'record {uid!r}: field audio must be int16 [N], got '
-        f'{audio_N.dtype} {audio_N.shape}'
-      )
-    if self.trim_silence and audio_N.size:
-      trimmed_N = audio_lib.trim_silence(audio_N, top_db=self.trim_top_db)
-      # All-silent utterance: keep it whole rather than make it empty.
-      audio_N = trimmed_N if trimmed_N.size else audio_N
-    tokens_L = np.array(self.vocab.encode(text) + [self.vocab.eos_id], np.int32)
-    return uid, text, audio_N, tokens_L
-
-
-def _measure(prepare: DecodeRecord, record) -> tuple[int, int]:
-  _, _, audio_N, tokens_L = prepare(record)
-  return audio_N.size, tokens_L.size
-
-
-def _cache_path(source, prepare: DecodeRecord, cache_dir: str) -> str | None:
-  """Cache file for this split and settings, or None if not identifiable."""
-  info = getattr(source, 'dataset_info', None)
-  split = getattr(source, 'split', None)
-  if not cache_dir or info is None or split is None:
-    return None
-  key = json.dumps(
-    [
-      info.full_name,
-      str(split),
-      len(source),
-      prepare.trim_silence,
-      prepare.trim_top_db,
-      audio_lib.TRIM_RULE,
-      prepare.vocab.to_dict(),
-    ]
-  )
-  digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-  name = f'{info.full_name.replace("/", "_")}_{split}_{digest}.npz'
-  return os.path.join(cache_dir, name)
-
-
-def measure_lengths(
+def utterance_index(
   source: Sequence[dict[str, Any]],
-  prepare: DecodeRecord,
-  cache_dir: str = '',
-  num_threads: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-  """Audio samples (after trimming) and token counts (with EOS) per record.
+  index: UtteranceIndex | None,
+  config: ml_collections.ConfigDict,
+) -> UtteranceIndex:
+  """The index whose spans the batches use: `index`, or one made now.
+
+  `index` serves unless trimming is on with settings other than its own;
+  otherwise (and without one) every record is read once to index it.
 
   Args:
-    source: random-access records.
-    prepare: the record decoder the batches use (same trimming, same vocab).
-    cache_dir: where to keep the result for TFDS sources; '' = nowhere.
-    num_threads: reader threads for the pass.
+    source: the random-access records.
+    index: their stored index (`las_jax.data.read_index`), or None.
+    config: the full config (`input.trim_*`, `input.num_threads` are read).
+
+  Raises:
+    ValueError: `index` does not have one entry per record.
+  """
+  inp = config.input
+  if index is not None and len(index) != len(source):
+    raise ValueError(
+      f'the utterance index has {len(index)} entries for {len(source)} '
+      'records: it belongs to another dataset'
+    )
+  if index is not None:
+    if not inp.trim_silence or index.trims_as(inp.trim_top_db):
+      return index
+    logging.warning(
+      "The dataset's utterance index trims by rule %r at %g dB; this run "
+      'trims by rule %r at %g dB (config.input.trim_top_db), so every '
+      'record is read once now to index it. Train with the stored setting '
+      'to start at once.',
+      index.trim_rule,
+      index.trim_top_db,
+      audio_lib.TRIM_RULE,
+      inp.trim_top_db,
+    )
+  start = time.time()
+  index = UtteranceIndex.from_records(
+    source, float(inp.trim_top_db), inp.num_threads
+  )
+  logging.info(
+    'Indexed %d utterances (one pass over their audio) in %.1f s.',
+    len(index),
+    time.time() - start,
+  )
+  return index
+
+
+def audio_spans(
+  index: UtteranceIndex, trim_silence: bool
+) -> tuple[np.ndarray, np.ndarray]:
+  """The samples [start, end) of each utterance that the batches hold.
+
+  With `trim_silence`, the index's trim span, except that an all-silent
+  utterance is kept whole rather than made empty; else all of it.
 
   Returns:
-    (audio_lengths int64 [N], token_lengths int64 [N]).
+    (start int64 [N], end int64 [N]).
   """
-  path = _cache_path(source, prepare, cache_dir)
-  if path and os.path.exists(path):
-    with np.load(path) as cached:
-      return cached['audio_lengths'], cached['token_lengths']
-  start = time.time()
-  ds = grain.MapDataset.source(source).map(
-    lambda record: _measure(prepare, record)
+  whole_N = index.num_samples
+  if not trim_silence:
+    return np.zeros_like(whole_N), whole_N
+  silent = index.trim_end <= index.trim_start
+  return (
+    np.where(silent, 0, index.trim_start),
+    np.where(silent, whole_N, index.trim_end),
   )
-  pairs = list(
-    ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads))
-    if num_threads
-    else (ds[i] for i in range(len(ds)))
-  )
-  lengths_Nx2 = np.array(pairs, np.int64).reshape(-1, 2)
-  logging.info(
-    'Measured %d utterances in %.1f s.', len(lengths_Nx2), time.time() - start
-  )
-  if path:
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = path + '.tmp.npz'
-    np.savez(
-      tmp, audio_lengths=lengths_Nx2[:, 0], token_lengths=lengths_Nx2[:, 1]
-    )
-    os.replace(tmp, path)
-  return lengths_Nx2[:, 0], lengths_Nx2[:, 1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,14 +214,41 @@ def plan_epoch(
   return plan
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class _LoadBatch:
-  """Reads, decodes and pads this host's rows of one planned batch."""
+  """Reads, cuts to its span, tokenizes and pads this host's rows of one
+  planned batch.
+
+  Attributes:
+    source: the random-access records.
+    vocab: tokenizer for their `text`.
+    buckets: the padded shapes.
+    rows: this host's rows of each global batch.
+    ids: the id of each record, per the index.
+    num_samples: int64 [N], the sample count of each, per the index.
+    start, end: int64 [N], the span of each that a batch holds.
+  """
 
   source: Sequence[dict[str, Any]]
-  prepare: DecodeRecord
+  vocab: Vocabulary
   buckets: Buckets
   rows: slice
+  ids: Sequence[str]
+  num_samples: np.ndarray
+  start: np.ndarray
+  end: np.ndarray
+
+  def _load(self, index: int) -> tuple[str, str, np.ndarray, np.ndarray]:
+    uid, text, audio_N = record_fields(self.source[index])
+    if (uid, audio_N.size) != (self.ids[index], self.num_samples[index]):
+      raise ValueError(
+        f'record {index} ({uid!r}, {audio_N.size} samples) is not what '
+        f'the utterance index says ({self.ids[index]!r}, '
+        f'{self.num_samples[index]} samples): the data changed since it '
+        'was indexed; prepare the dataset again'
+      )
+    tokens_L = np.array(self.vocab.encode(text) + [self.vocab.eos_id], np.int32)
+    return uid, text, audio_N[self.start[index] : self.end[index]], tokens_L
 
   def __call__(self, entry: tuple[int, int, np.ndarray]) -> dict[str, Any]:
     a, t, indices = entry
@@ -267,13 +265,7 @@ class _LoadBatch:
     for row, index in enumerate(indices):
       if index < 0:
         continue
-      uid, text, audio_N, tokens_L = self.prepare(self.source[int(index)])
-      if audio_N.size > n or tokens_L.size > ell:
-        raise ValueError(
-          f'record {uid!r} ({audio_N.size} samples, {tokens_L.size} tokens) '
-          f'no longer fits its bucket ({n}, {ell}): the data changed since '
-          'its lengths were measured; clear config.input.lengths_cache_dir'
-        )
+      uid, text, audio_N, tokens_L = self._load(int(index))
       batch['audio'][row, : audio_N.size] = audio_N
       batch['audio_lengths'][row] = audio_N.size
       batch['tokens'][row, : tokens_L.size] = tokens_L
@@ -381,6 +373,7 @@ def _make_iterator(
   vocab: Vocabulary,
   config: ml_collections.ConfigDict,
   *,
+  index: UtteranceIndex | None,
   train: bool,
   seed: int,
   num_epochs: int | None,
@@ -397,9 +390,11 @@ def _make_iterator(
       f'not divisible by the {process_count} hosts'
     )
   per_host = global_batch // process_count
-  prepare = DecodeRecord(vocab, bool(inp.trim_silence), float(inp.trim_top_db))
-  audio_len, token_len = measure_lengths(
-    source, prepare, inp.lengths_cache_dir, inp.num_threads
+  index = utterance_index(source, index, config)
+  start_N, end_N = audio_spans(index, bool(inp.trim_silence))
+  audio_len = end_N - start_N
+  token_len = np.array(
+    [len(vocab.encode(text)) + 1 for text in index.texts], np.int64
   )
   buckets = buckets_from_config(config)
   empty = audio_len == 0
@@ -434,7 +429,16 @@ def _make_iterator(
   token_bucket = np.searchsorted(buckets.tokens, token_len)
   rows = slice(process_index * per_host, (process_index + 1) * per_host)
   return BatchIterator(
-    _LoadBatch(source, prepare, buckets, rows),
+    _LoadBatch(
+      source,
+      vocab,
+      buckets,
+      rows,
+      index.ids,
+      index.num_samples,
+      start_N,
+      end_N,
+    ),
     np.flatnonzero(keep),
     audio_bucket,
     token_bucket,
@@ -454,6 +458,7 @@ def make_train_iterator(
   vocab: Vocabulary,
   config: ml_collections.ConfigDict,
   *,
+  index: UtteranceIndex | None = None,
   seed: int | None = None,
   num_epochs: int | None = None,
   process_index: int | None = None,
@@ -465,6 +470,8 @@ def make_train_iterator(
     source: random-access records (TFDS data source or list of dicts).
     vocab: tokenizer for `text`.
     config: the full config (`input` and `features.sample_rate` are read).
+    index: the source's utterance index (`las_jax.data.read_index`); None
+      = index it now, one pass over its audio (see `utterance_index`).
     seed: shuffling seed; defaults to `config.seed`.
     num_epochs: stop after this many epochs; None = forever.
     process_index: this host (default `jax.process_index()`).
@@ -478,6 +485,7 @@ def make_train_iterator(
     source,
     vocab,
     config,
+    index=index,
     train=True,
     seed=config.seed if seed is None else seed,
     num_epochs=num_epochs,
@@ -491,6 +499,7 @@ def make_eval_iterator(
   vocab: Vocabulary,
   config: ml_collections.ConfigDict,
   *,
+  index: UtteranceIndex | None = None,
   process_index: int | None = None,
   process_count: int | None = None,
 ) -> BatchIterator:
@@ -504,6 +513,8 @@ def make_eval_iterator(
     source: random-access records (TFDS data source or list of dicts).
     vocab: tokenizer for `text`.
     config: the full config (`input` and `features.sample_rate` are read).
+    index: the source's utterance index (`las_jax.data.read_index`); None
+      = index it now, one pass over its audio (see `utterance_index`).
     process_index: this host (default `jax.process_index()`).
     process_count: number of hosts (default `jax.process_count()`).
 
@@ -514,6 +525,7 @@ def make_eval_iterator(
     source,
     vocab,
     config,
+    index=index,
     train=False,
     seed=0,
     num_epochs=1,

@@ -14,17 +14,15 @@ once per bucket like a speech run:
   token_lengths  int32 [B]             including the EOS; 0 = padding row
   ids, texts     str   [B]             host-only
 
-A split's transcripts are read once (a pass over the speech records) and
-kept in the run directory as `texts_<split>.txt`.
+A split's transcripts come from the dataset's utterance index
+(`data.read_index`), never from the audio records.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import unicodedata
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -33,22 +31,6 @@ from absl import logging
 
 from las_jax import input_pipeline, text
 from las_jax.text import Vocabulary
-
-
-def _as_str(value: Any) -> str:
-  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
-
-
-def split_texts(source: Sequence[dict[str, Any]], cache: Path) -> list[str]:
-  """The `text` field of every record, cached in `cache` (one per line)."""
-  if cache.exists():
-    return cache.read_text(encoding='utf-8').split('\n')[:-1]
-  texts = [_as_str(source[i]['text']) for i in range(len(source))]
-  # Transcripts are normalized: one line each, no newlines inside.
-  tmp = cache.with_suffix('.tmp')
-  tmp.write_text(''.join(t + '\n' for t in texts), encoding='utf-8')
-  os.replace(tmp, cache)
-  return texts
 
 
 def read_text_file(path: str, transcription: str) -> list[str]:
@@ -176,25 +158,20 @@ def make_iterators(
   builder,
   vocab: Vocabulary,
   config: ml_collections.ConfigDict,
-  workdir: Path,
   *,
   process_index: int,
   process_count: int,
 ) -> tuple[input_pipeline.BatchIterator, input_pipeline.BatchIterator]:
   """(train, dev) iterators of a language model run (module doc)."""
+  from las_jax import data  # noqa: PLC0415  (registers the builders)
+
   dcfg = config.data
-  train_texts = split_texts(
-    builder.as_data_source(dcfg.train_split),
-    workdir / f'texts_{dcfg.train_split}.txt',
-  )
+  train_texts = data.read_index(builder.data_dir, dcfg.train_split).texts
   if dcfg.lm_text:
     extra = read_text_file(dcfg.lm_text, dcfg.transcription)
     logging.info('%d sentences from %s.', len(extra), dcfg.lm_text)
-    train_texts = train_texts + extra
-  dev_texts = split_texts(
-    builder.as_data_source(dcfg.dev_split),
-    workdir / f'texts_{dcfg.dev_split}.txt',
-  )
+    train_texts = list(train_texts) + extra
+  dev_texts = data.read_index(builder.data_dir, dcfg.dev_split).texts
   if config.train.eval_utterances:
     dev_texts = dev_texts[: config.train.eval_utterances]
   hosts = dict(process_index=process_index, process_count=process_count)

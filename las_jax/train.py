@@ -22,7 +22,6 @@ that repeats an evaluation finds its best checkpoint saved already
 (`Checkpointer` saves are idempotent).
 """
 
-import copy
 import os
 import signal
 import time
@@ -72,16 +71,8 @@ class _Head(Sequence):
     return self._source[index % self._n]
 
 
-def _transcripts(source: Sequence) -> list[str]:
-  texts = []
-  for i in range(len(source)):
-    text = source[i]['text']
-    texts.append(text.decode('utf-8') if isinstance(text, bytes) else text)
-  return texts
-
-
 def load_or_build_vocabulary(
-  config: ml_collections.ConfigDict, workdir: Path, train_source: Sequence
+  config: ml_collections.ConfigDict, workdir: Path, train_texts: Sequence[str]
 ) -> Vocabulary:
   """workdir/vocab.txt if present, else `config.data.vocab_from`'s, else
   built from the train transcripts.
@@ -120,13 +111,11 @@ def load_or_build_vocabulary(
     logging.info('Vocabulary %r from %s.', vocab, config.data.vocab_from)
   else:
     start = time.time()
-    vocab = Vocabulary.build(
-      _transcripts(train_source), unit, config.data.vocab_max_size
-    )
+    vocab = Vocabulary.build(train_texts, unit, config.data.vocab_max_size)
     logging.info(
       'Built %r from %d transcripts in %.1f s.',
       vocab,
-      len(train_source),
+      len(train_texts),
       time.time() - start,
     )
   if jax.process_index() == 0:
@@ -174,20 +163,6 @@ class _StopFlag:
       signal.signal(sig, previous)
 
 
-def _with_run_defaults(
-  config: ml_collections.ConfigDict,
-) -> ml_collections.ConfigDict:
-  """A copy of `config` with run-time defaults filled in."""
-  config = copy.deepcopy(config)
-  if not config.input.lengths_cache_dir:
-    # Measuring every utterance's length is a full pass over the audio;
-    # keep the result beside the prepared dataset for later runs.
-    config.input.lengths_cache_dir = os.path.join(
-      config.data.data_dir, 'lengths_cache'
-    )
-  return config
-
-
 def _train_metrics(fetched: list[dict[str, Any]], elapsed: float):
   mean = {
     f'train/{k}': float(np.mean([m[k] for m in fetched]))
@@ -219,7 +194,6 @@ def train_and_evaluate(
     ValueError: the workdir holds a run with another architecture or
       vocabulary (the message names what differs).
   """
-  config = _with_run_defaults(config)
   tcfg = config.train
   workdir = Path(workdir).absolute()
   parallel.initialize_distributed(tcfg.distributed)
@@ -232,7 +206,8 @@ def train_and_evaluate(
     dcfg.dataset, dcfg.data_dir, dcfg.manual_dir, dcfg.transcription
   )
   train_source = builder.as_data_source(dcfg.train_split)
-  vocab = load_or_build_vocabulary(config, workdir, train_source)
+  train_index = data.read_index(builder.data_dir, dcfg.train_split)
+  vocab = load_or_build_vocabulary(config, workdir, train_index.texts)
   ckpt = checkpoint.Checkpointer(
     workdir,
     tcfg.keep_checkpoints,
@@ -253,16 +228,18 @@ def train_and_evaluate(
   parallel.host_batch_size(config.input.eval_batch_size, mesh)
   if steps.is_language_model(config):
     train_iter, dev_iter = lm_data.make_iterators(
-      builder, vocab, config, workdir, **hosts
+      builder, vocab, config, **hosts
     )
   else:
     train_iter = input_pipeline.make_train_iterator(
-      train_source, vocab, config, seed=config.seed, **hosts
+      train_source, vocab, config, index=train_index, seed=config.seed, **hosts
     )
+    dev_index = data.read_index(builder.data_dir, dcfg.dev_split)
     dev_iter = input_pipeline.make_eval_iterator(
       _Head(builder.as_data_source(dcfg.dev_split), tcfg.eval_utterances),
       vocab,
       config,
+      index=dev_index.head(tcfg.eval_utterances),
       **hosts,
     )
   fields = steps.device_fields(config)

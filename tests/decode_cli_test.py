@@ -32,6 +32,7 @@ JSONL_FIELDS = {
   'nbest',
   'audio_seconds',
   'loop',
+  'segments',
 }
 TRN_TEXTS = ['가나다 라마바', '사아자 차카타', '나다 마바 (사아)/(싸아)']
 

@@ -8,6 +8,7 @@ import pytest
 from configs import default
 from las_jax import audio as audio_lib
 from las_jax import input_pipeline
+from las_jax.data.utterance_index import UtteranceIndex
 from las_jax.text import Vocabulary
 
 _CHARS = '가나다라마바사아자차카타파하 '
@@ -157,13 +158,11 @@ def test_reader_threads_do_not_change_batches(records, vocab, config):
   it = input_pipeline.make_train_iterator(records, vocab, config, num_epochs=1)
   threaded = _collect(it, 4)
   _assert_same(threaded, sync[:4])
-  prepare = input_pipeline.DecodeRecord(vocab, False, 30.0)
-  for want, got in zip(
-    input_pipeline.measure_lengths(records, prepare),
-    input_pipeline.measure_lengths(records, prepare, num_threads=2),
-    strict=True,
-  ):
-    np.testing.assert_array_equal(got, want)
+  want = UtteranceIndex.from_records(records)
+  got = UtteranceIndex.from_records(records, num_threads=2)
+  assert got.ids == want.ids and got.texts == want.texts
+  for field in ('num_samples', 'trim_start', 'trim_end'):
+    np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
   it.set_state({'epoch': 0, 'position': 2})
   _assert_same(_collect(it), sync[2:])
 
@@ -250,38 +249,78 @@ def test_bad_records_are_named(vocab, config):
     input_pipeline.make_eval_iterator(recs, vocab, config)
 
 
-def test_real_mini_corpus(tmp_path, config):
-  """Built tiny mini_kspon: TFDS data source, trimming, lengths cache."""
-  from las_jax.data import common, make_mini_kspon
+@pytest.fixture(scope='module')
+def mini_corpus(tmp_path_factory):
+  """A built 16-utterance mini_kspon: (train data source, its index)."""
+  from las_jax import data
+  from las_jax.data import make_mini_kspon
 
-  make_mini_kspon.make_mini_kspon(tmp_path / 'raw', num_utterances=16)
-  builder = common.build_dataset(
-    'ksponspeech', tmp_path / 'tfds', tmp_path / 'raw'
+  tmp = tmp_path_factory.mktemp('mini')
+  make_mini_kspon.make_mini_kspon(tmp / 'raw', num_utterances=16)
+  builder = data.build_dataset('ksponspeech', tmp / 'tfds', tmp / 'raw')
+  index = data.read_index(builder.data_dir, 'train')
+  # Trimming has work to do: the synthetic speech has silent edges.
+  assert (index.trim_end - index.trim_start < index.num_samples).sum() > 4
+  return builder.as_data_source('train'), index
+
+
+def _old_path_batches(source, vocab, config, seed):
+  """Epoch 0 as the pipeline made it before build-time trimming: every
+  record read and trimmed while planning, and again while loading."""
+  inp = config.input
+  trimmed = []
+  for i in range(len(source)):
+    audio_N = source[i]['audio']
+    if inp.trim_silence:
+      cut_N = audio_lib.trim_silence(audio_N, top_db=inp.trim_top_db)
+      audio_N = cut_N if cut_N.size else audio_N  # All silence: keep whole.
+    trimmed.append(audio_N)
+  tokens = [
+    vocab.encode(source[i]['text'].decode()) for i in range(len(source))
+  ]
+  audio_len = np.array([a.size for a in trimmed])
+  token_len = np.array([len(t) + 1 for t in tokens])
+  buckets = input_pipeline.buckets_from_config(config)
+  keep = (audio_len <= buckets.audio[-1]) & (token_len <= buckets.tokens[-1])
+  order = np.random.default_rng([seed, 0]).permutation(np.flatnonzero(keep))
+  plan = input_pipeline.plan_epoch(
+    order,
+    np.searchsorted(buckets.audio, audio_len),
+    np.searchsorted(buckets.tokens, token_len),
+    inp.batch_size,
   )
-  source = builder.as_data_source('train')
-  texts = [source[i]['text'].decode() for i in range(len(source))]
-  vocab = Vocabulary.build(texts)
-  config.input.audio_buckets_s = (2.0, 4.0, 8.0)
+  for a, _, rows in plan:
+    audio = np.zeros((len(rows), buckets.audio[a]), np.int16)
+    for row, i in enumerate(rows):
+      if i >= 0:
+        audio[row, : audio_len[i]] = trimmed[i]
+    yield audio, [source[i]['id'].decode() if i >= 0 else '' for i in rows]
+
+
+@pytest.mark.parametrize('trim', [True, False])
+def test_real_mini_corpus_batches_are_those_of_the_old_path(
+  mini_corpus, config, trim
+):
+  """Build-time trimming changes no sample and no batch: the stored index
+  gives the batches that trimming every record while planning gave."""
+  source, index = mini_corpus
+  vocab = Vocabulary.build(index.texts)
+  config.input.audio_buckets_s = (2.0, 3.0, 4.0)
   config.input.token_buckets = (32, 64)
-  config.input.batch_size = 4
-  config.input.trim_silence = True
-  config.input.lengths_cache_dir = str(tmp_path / 'cache')
-  it = input_pipeline.make_train_iterator(source, vocab, config, num_epochs=1)
+  config.input.batch_size = 2
+  config.input.trim_silence = trim
+  it = input_pipeline.make_train_iterator(
+    source, vocab, config, index=index, num_epochs=1
+  )
   batches = _collect(it)
-  ids = [u for b in batches for u in b['ids'] if u]
-  assert it.stats['kept'] == len(ids) == len(set(ids))
-  assert it.stats['kept'] + it.stats['dropped_long_audio'] == len(source)
-  by_id = {source[i]['id'].decode(): source[i] for i in range(len(source))}
-  for b in batches:
-    for row, uid in enumerate(b['ids']):
-      if uid:
-        want = audio_lib.trim_silence(by_id[uid]['audio'], top_db=30)
-        n = b['audio_lengths'][row]
-        np.testing.assert_array_equal(b['audio'][row, :n], want)
-  cached = list((tmp_path / 'cache').iterdir())
-  assert len(cached) == 1
-  # A second iterator reads the cache and plans identically.
-  again = input_pipeline.make_train_iterator(
+  want = list(_old_path_batches(source, vocab, config, config.seed))
+  assert len(batches) == len(want) > 2
+  for batch, (audio, ids) in zip(batches, want, strict=True):
+    assert list(batch['ids']) == ids
+    np.testing.assert_array_equal(batch['audio'], audio)
+  assert it.stats['dropped_long_audio'] > 0  # The 4 s bucket drops some.
+  # Without the stored index, the pipeline indexes the records itself.
+  alone = input_pipeline.make_train_iterator(
     source, vocab, config, num_epochs=1
   )
-  _assert_same(_collect(again), batches)
+  _assert_same(_collect(alone), batches)

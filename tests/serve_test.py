@@ -142,6 +142,11 @@ def test_answers_what_the_recognizer_says(server, recognizer, files):
   assert answer['audio_seconds'] == pytest.approx(0.8)
   assert answer['attention_png'].startswith('data:image/png;base64,iVBOR')
   assert answer['warnings'] == []
+  # Word times: the recognizer's own forced alignment of the best.
+  [best] = recognizer.transcribe([files / 'speech.wav'], timestamps=True)
+  assert answer['timestamps'] == [
+    {'text': w.text, 'start': w.start, 'end': w.end} for w in best.words
+  ]
 
 
 def test_refuses_bad_uploads_and_keeps_serving(server, files):

@@ -188,17 +188,16 @@ def test_spm_vocabulary_is_trained_once_and_kept(tmp_path):
   config.data.vocab_unit = 'spm_jamo'
   config.data.vocab_max_size = 60
   texts = ['국민의 권리와 의무는 법률로 정한다', '모든 국민은 법 앞에 평등하다']
-  source = [{'text': t.encode()} for t in texts * 5]
-  vocab = train_lib.load_or_build_vocabulary(config, tmp_path, source)
+  vocab = train_lib.load_or_build_vocabulary(config, tmp_path, texts * 5)
   assert vocab.unit == 'spm_jamo'
   assert Vocabulary.load(tmp_path / 'vocab.txt') == vocab
   # A resumed run reads the saved model instead of training another.
-  assert train_lib.load_or_build_vocabulary(config, tmp_path, source[:1]) == (
+  assert train_lib.load_or_build_vocabulary(config, tmp_path, texts[:1]) == (
     vocab
   )
   config.data.vocab_unit = 'jamo'
   with pytest.raises(ValueError, match="has unit 'spm_jamo' but"):
-    train_lib.load_or_build_vocabulary(config, tmp_path, source)
+    train_lib.load_or_build_vocabulary(config, tmp_path, texts)
 
 
 def test_loss_decreases(corpus, tmp_path):

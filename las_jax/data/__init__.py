@@ -6,12 +6,22 @@
   listed in per-split TSV/JSONL files.
 
 Every example has `id`, `audio` (int16 [N], 16 kHz mono), `text`
-(normalized per the config) and `raw_text`. Prepare with `build_dataset` or
-`python -m las_jax.data.build`; read with `builder.as_data_source(split)`.
+(normalized per the config) and `raw_text`; every split has an utterance
+index (ids, transcripts, lengths, silence-trim offsets). Prepare with
+`build_dataset` or `python -m las_jax.data.build`; read with
+`builder.as_data_source(split)` and `read_index(builder.data_dir, split)`.
 """
 
-from las_jax.data.common import build_dataset, read_skipped
+from las_jax.data.common import build_dataset, read_index, read_skipped
 from las_jax.data.ksponspeech import Ksponspeech
 from las_jax.data.manifest import Manifest
+from las_jax.data.utterance_index import UtteranceIndex
 
-__all__ = ['Ksponspeech', 'Manifest', 'build_dataset', 'read_skipped']
+__all__ = [
+  'Ksponspeech',
+  'Manifest',
+  'UtteranceIndex',
+  'build_dataset',
+  'read_index',
+  'read_skipped',
+]

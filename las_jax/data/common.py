@@ -11,6 +11,11 @@ mislabeled) is kept, and each warning is logged and counted.
 Transcript lists are decoded line by line (`read_text_lines`): a list
 mixing UTF-8 and CP949 lines, or with one stray byte, loses only the lines
 that are neither, each reported by file and line number.
+
+Beside the examples, each split gets its utterance index,
+`utterances_<split>.npz` (`utterance_index`): ids, transcripts, sample
+counts and leading/trailing-silence trim offsets, so training plans its
+batches without reading the audio.
 """
 
 from __future__ import annotations
@@ -26,9 +31,17 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from las_jax import audio, text
+from las_jax.data import utterance_index
 
 # Transcription modes; 'none' (manifest builder only) collapses whitespace.
 PHONETIC, SPELLING, NONE = 'phonetic', 'spelling', 'none'
+# Release note of the builders' version 1.2.0, which added the index.
+INDEX_RELEASE_NOTE = (
+  'Each split has an utterance index, utterances_<split>.npz: ids, '
+  'transcripts, sample counts and leading/trailing-silence trim offsets '
+  '(audio.trim_bounds at 30 dB), so training starts without a pass over '
+  'the audio.'
+)
 # How many audio files are read ahead by the thread pool.
 _READ_AHEAD = 64
 # Byte-order marks, longest first (UTF-32 LE starts like UTF-16 LE).
@@ -185,23 +198,31 @@ def normalize(raw: str, transcription: str, utterance_id: str) -> str:
   )
 
 
+# What `_read_ahead` gives per utterance: the samples and their trim span
+# (`audio.trim_bounds` at utterance_index.TRIM_TOP_DB), or the read error.
+_Read = tuple[np.ndarray, tuple[int, int]] | audio.AudioError
+
+
 def _read_ahead(
   utterances: Sequence[Utterance],
-) -> Iterator[tuple[Utterance, np.ndarray | audio.AudioError, list[str]]]:
-  """Yields (utterance, samples or the error, warnings) in order.
+) -> Iterator[tuple[Utterance, _Read, list[str]]]:
+  """Yields (utterance, (samples, trim span) or the error, warnings).
 
   Reading is I/O bound (file system latency on real corpora) and releases
-  the GIL, so a small pool overlaps it with serialization; the window keeps
-  memory bounded on a 600k-file corpus. Each read collects its own
-  warnings (Python's `warnings` machinery is not thread-safe).
+  the GIL, as does most of the trimming's numpy work, so a small pool
+  overlaps both with serialization; the window keeps memory bounded on a
+  600k-file corpus. Each read collects its own warnings (Python's
+  `warnings` machinery is not thread-safe).
   """
 
   def read(utt: Utterance):
     notes = []
     try:
-      return audio.read_audio(utt.audio_path, warn=notes.append), notes
+      samples_N = audio.read_audio(utt.audio_path, warn=notes.append)
     except audio.AudioError as e:
       return e, notes
+    span = audio.trim_bounds(samples_N, utterance_index.TRIM_TOP_DB)
+    return (samples_N, span), notes
 
   workers = min(8, (os.cpu_count() or 1) + 2)
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -224,11 +245,14 @@ def generate_examples(
 ) -> Iterator[tuple[int, dict[str, object]]]:
   """Yields TFDS (key, example) pairs, skipping and reporting bad lines.
 
+  When the last example has been taken, writes the split's utterance
+  index (`utterance_index.file_name(split)`) and `skipped_<split>.tsv`.
+
   Args:
     utterances: the split's utterances, in output order.
     transcription: 'phonetic', 'spelling' or 'none'.
-    split: split name, for the log and the report file name.
-    report_dir: directory that receives `skipped_<split>.tsv`.
+    split: split name, for the log and the report file names.
+    report_dir: directory that receives the index and the report.
     skipped: lines already rejected while parsing the transcript list.
 
   Yields:
@@ -237,21 +261,26 @@ def generate_examples(
   skipped = list(skipped)
   for s in skipped:
     logging.warning('Skipping %s: %s', s.source, s.reason)
-  kept = warned = 0
-  for key, (utt, samples, notes) in enumerate(_read_ahead(utterances)):
+  entries, warned = [], 0
+  for key, (utt, read, notes) in enumerate(_read_ahead(utterances)):
     for note in notes:
       logging.warning('Warning for %s: %s', utt.source, note)
-    if isinstance(samples, audio.AudioError):
-      skipped.append(Skipped(utt.source, utt.audio_path, str(samples)))
-      logging.warning('Skipping %s: %s', utt.source, samples)
+    if isinstance(read, audio.AudioError):
+      skipped.append(Skipped(utt.source, utt.audio_path, str(read)))
+      logging.warning('Skipping %s: %s', utt.source, read)
       continue
+    samples, (trim_start, trim_end) = read
     normalized = normalize(utt.raw_text, transcription, utt.id)
     if not normalized:
       reason = f'transcript {utt.raw_text!r} is empty after normalization'
       skipped.append(Skipped(utt.source, utt.audio_path, reason))
       logging.warning('Skipping %s: %s', utt.source, reason)
       continue
-    kept += 1
+    entries.append(
+      utterance_index.Entry(
+        utt.id, normalized, samples.size, trim_start, trim_end
+      )
+    )
     warned += bool(notes)
     yield (
       key,
@@ -262,13 +291,17 @@ def generate_examples(
         'raw_text': utt.raw_text,
       },
     )
+  # TFDS stores the examples in key order, which is this order.
+  utterance_index.UtteranceIndex.from_entries(
+    entries, utterance_index.TRIM_TOP_DB
+  ).save(os.path.join(report_dir, utterance_index.file_name(split)))
   _write_report(os.path.join(report_dir, f'skipped_{split}.tsv'), skipped)
   logging.log(
     logging.WARNING if skipped or warned else logging.INFO,
     'Split %s: %d examples, %d skipped (listed in skipped_%s.tsv); %d read '
     'with warnings.',
     split,
-    kept,
+    len(entries),
     len(skipped),
     split,
     warned,
@@ -300,6 +333,51 @@ def read_skipped(data_dir: str | os.PathLike[str], split: str) -> list[Skipped]:
   return [Skipped(*row.split('\t', 2)) for row in rows]
 
 
+def read_index(
+  data_dir: str | os.PathLike[str], split: str
+) -> utterance_index.UtteranceIndex:
+  """Reads the utterance index of a prepared dataset's split.
+
+  Args:
+    data_dir: the builder's `data_dir` (.../<name>/<config>/<version>).
+    split: split name.
+
+  Raises:
+    FileNotFoundError: the dataset has no index for `split` (it was
+      prepared by an earlier las_jax); the message says how to rebuild.
+  """
+  path = os.path.join(data_dir, utterance_index.file_name(split))
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+      f'{path} not found: {data_dir} was not prepared by this version of '
+      'the las_jax builders (which write it). Delete that directory and '
+      'prepare the dataset again (python -m las_jax.data.build ...)'
+    )
+  return utterance_index.UtteranceIndex.load(path)
+
+
+def earlier_versions(builder: tfds.core.DatasetBuilder) -> list[str]:
+  """Prepared directories of older versions of `builder`'s dataset/config.
+
+  Returns:
+    Paths of `<data_dir>/<name>/<config>/<version>` directories holding a
+    complete dataset of a version below `builder.version`, oldest first.
+  """
+  parent = os.path.dirname(os.fspath(builder.data_path))
+  found = []
+  for entry in os.listdir(parent) if os.path.isdir(parent) else ():
+    path = os.path.join(parent, entry)
+    if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
+      continue
+    try:
+      version = tfds.core.Version(entry)
+    except ValueError:
+      continue  # TFDS's incomplete.* directories and others.
+    if version < builder.version:
+      found.append((version, path))
+  return [path for _, path in sorted(found)]
+
+
 def build_dataset(
   name: str,
   data_dir: str | os.PathLike[str],
@@ -309,7 +387,10 @@ def build_dataset(
   """Prepares a las_jax dataset (once) and returns its builder.
 
   A prepared dataset is reused: TFDS skips preparation when
-  `<data_dir>/<name>/<transcription>/<version>` is complete.
+  `<data_dir>/<name>/<transcription>/<version>` is complete. A dataset
+  prepared by an earlier version of the builder is not read: this version
+  is built from `manual_dir` beside it (with a warning naming the old
+  directory, which can then be deleted).
 
   Args:
     name: 'ksponspeech' or 'manifest'.
@@ -319,17 +400,45 @@ def build_dataset(
       'manifest' too).
 
   Returns:
-    The prepared builder; read splits with `builder.as_data_source(split)`.
+    The prepared builder; read splits with `builder.as_data_source(split)`
+    and their utterance indexes with `read_index(builder.data_dir, split)`.
+
+  Raises:
+    FileNotFoundError: `manual_dir` holds no corpus; when an earlier
+      version is prepared in `data_dir`, the message names it and says
+      how to rebuild.
   """
   import las_jax.data  # noqa: F401  Registers the builders.
 
   builder = tfds.builder(
     f'{name}/{transcription}', data_dir=os.fspath(data_dir)
   )
-  builder.download_and_prepare(
-    file_format='array_record',
-    download_config=tfds.download.DownloadConfig(
-      manual_dir=os.fspath(manual_dir)
-    ),
-  )
+  earlier = [] if builder.is_prepared() else earlier_versions(builder)
+  change = f'{builder.version}: {builder.release_notes[str(builder.version)]}'
+  if earlier:
+    logging.warning(
+      '%s was prepared by an earlier las_jax; this one reads version %s '
+      'and builds it from %s now. Delete the old directory when done.',
+      earlier[-1],
+      change,
+      manual_dir,
+    )
+  try:
+    builder.download_and_prepare(
+      file_format='array_record',
+      download_config=tfds.download.DownloadConfig(
+        manual_dir=os.fspath(manual_dir)
+      ),
+    )
+  except (FileNotFoundError, AssertionError) as e:
+    # TFDS reports a missing or empty manual_dir by an AssertionError.
+    if not earlier:
+      raise
+    raise FileNotFoundError(
+      f'{earlier[-1]} was prepared by an earlier las_jax; this one reads '
+      f'version {change}. Rebuilding it needs the corpus, which {manual_dir} '
+      f'does not hold ({e}). Rebuild with: python -m las_jax.data.build '
+      f'--dataset={name} --transcription={transcription} '
+      f'--manual_dir=<the corpus> --data_dir={os.fspath(data_dir)}'
+    ) from e
   return builder

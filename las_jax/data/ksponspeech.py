@@ -84,11 +84,12 @@ class Ksponspeech(tfds.core.GeneratorBasedBuilder):
   """KsponSpeech: 969 h of Korean spontaneous speech (Bang et al., 2020)."""
 
   name = 'ksponspeech'
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES = {
     '1.0.0': 'First release.',
     '1.1.0': 'Noise tags glued to a word are removed; lists decoded per '
     'line; float audio scaled, not cast, to int16.',
+    '1.2.0': common.INDEX_RELEASE_NOTE,
   }
   BUILDER_CONFIGS = common.builder_configs()
   MANUAL_DOWNLOAD_INSTRUCTIONS = (

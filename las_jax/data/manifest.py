@@ -120,11 +120,12 @@ class Manifest(tfds.core.GeneratorBasedBuilder):
   """Speech listed in per-split TSV/JSONL manifests (users' own data)."""
 
   name = 'manifest'
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES = {
     '1.0.0': 'First release.',
     '1.1.0': 'Noise tags glued to a word are removed; lists decoded per '
     'line; float audio scaled, not cast, to int16.',
+    '1.2.0': common.INDEX_RELEASE_NOTE,
   }
   BUILDER_CONFIGS = common.builder_configs(
     (common.PHONETIC, common.SPELLING, common.NONE)

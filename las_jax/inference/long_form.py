@@ -122,11 +122,11 @@ class Splitter:
       for s, e in self._speech(buf, loudest, pause):
         lo = max(0, s - pad)
         if not final and buf.size - e < pause:  # It may go on.
-          *done, (keep, _) = self._cuts(buf, lo, e)
+          *done, (keep, _) = self.cut(buf, lo, e)
           for a, b in done:
             yield start + a, buf[a:b].copy()
           break
-        for a, b in self._cuts(buf, lo, min(buf.size, e + pad)):
+        for a, b in self.cut(buf, lo, min(buf.size, e + pad)):
           yield start + a, buf[a:b].copy()
       if final:
         return
@@ -158,7 +158,7 @@ class Splitter:
       if span[1] - span[0] >= shortest or buf.size - span[1] < pause
     ]
 
-  def _cuts(self, buf, lo, hi) -> list[tuple[int, int]]:
+  def cut(self, buf, lo, hi) -> list[tuple[int, int]]:
     """[a, b) pieces of buf[lo:hi], none longer than `max_seconds`, each
     cut at the quietest 10 ms of the `cut_window` before its limit."""
     limit = self._samples(self.max_seconds)

@@ -206,11 +206,16 @@ class Transcriber:
       with warnings.catch_warnings():
         # `transcribe` prepares the samples again, as above: same warnings.
         warnings.simplefilter('ignore', audio.AudioWarning)
-        nbest = rec.transcribe([samples_N], nbest=True)[0]
-      # Timestamps (issue 17 item 2): when `Recognizer.transcribe` offers
-      # `timestamps=True`, ask for them in the call above and return them
-      # here as [{"text", "start", "end"}] (seconds); the page shows them.
+        nbest = rec.transcribe(
+          [samples_N], nbest=True, timestamps=rec.has_ctc_head
+        )[0]
+      # Word times of the best hypothesis (CTC forced alignment), seconds.
       timestamps = None
+      if nbest and nbest[0].words is not None:
+        timestamps = [
+          {'text': w.text, 'start': w.start, 'end': w.end}
+          for w in nbest[0].words
+        ]
       decode_seconds = time.perf_counter() - start
       png = None
       if self.plotter is not None and nbest:
