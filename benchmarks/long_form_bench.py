@@ -37,14 +37,7 @@ SR = 16000
 
 def build_recording(rec, split, minutes, snr_db, seed):
   """(int16 signal, references, [(start, end)] seconds of their speech)."""
-  import tensorflow_datasets as tfds
-
-  import las_jax.data  # noqa: F401  Registers the builders.
-
-  data = rec.config.data
-  source = tfds.builder(
-    f'{data.dataset}/{data.transcription}', data_dir=data.data_dir
-  ).as_data_source(split)
+  source = _source(rec, split)
   rng = np.random.default_rng(seed)
   parts, refs, truth, pos, i = [], [], [], 0, 0
   while pos < minutes * 60 * SR:
@@ -102,7 +95,8 @@ def boundary_scores(regions, truth):
   starts = np.array([a / SR for a, _ in regions])
   ends = np.array([b / SR for _, b in regions])
   hit = sum(
-    (np.min(np.abs(starts - a)) <= 0.3) + (np.min(np.abs(ends - b)) <= 0.3)
+    int(np.min(np.abs(starts - a)) <= 0.3)
+    + int(np.min(np.abs(ends - b)) <= 0.3)
     for a, b in truth
   )
   merged = sum(
@@ -178,13 +172,18 @@ def main():
   )
 
 
-def _utterances(rec, split, n):
-  import tensorflow_datasets as tfds
+def _source(rec, split):
+  """The run's dataset split (built from its corpus if need be)."""
+  from las_jax import data as data_lib
 
   data = rec.config.data
-  source = tfds.builder(
-    f'{data.dataset}/{data.transcription}', data_dir=data.data_dir
+  return data_lib.build_dataset(
+    data.dataset, data.data_dir, data.manual_dir, data.transcription
   ).as_data_source(split)
+
+
+def _utterances(rec, split, n):
+  source = _source(rec, split)
   return [source[i % len(source)]['audio'] for i in range(n)]
 
 
