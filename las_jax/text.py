@@ -6,8 +6,11 @@ Normalization follows KoSpeech's `dataset/kspon/preprocess/preprocess.py`
 1. Dual transcriptions `(spelling)/(phonetic)` become one of the groups:
    the second in 'phonetic' mode (KoSpeech default), the first in 'spelling'
    mode (ESPnet's `--notation-type char`). Whitespace around the joining
-   `/` is tolerated, as ESPnet does. This runs first: the `/` between the
-   groups would otherwise look like a disfluency mark.
+   `/` is tolerated, as ESPnet does, and so is a missing `/`: KoSpeech's
+   documentation quotes the corpus line `... (100%)(백 프로)가 왜 안돼?`
+   and its filter reads any `(A)(B)` pair as a dual transcription. This
+   runs first: the `/` between the groups would otherwise look like a
+   disfluency mark.
 2. Noise tags `o/ n/ u/ b/ l/` (overlap, noise, unintelligible, breath,
    laughter) are removed when they are tags: at the start of the text, after
    whitespace, after `(` or after another tag. KoSpeech removes these two
@@ -67,8 +70,9 @@ _PERCENT_WORDS = {
 }
 _DEFAULT_PERCENT_WORD = '퍼센트'
 
-# `(A)/(B)` with no parentheses inside either group; empty groups allowed.
-_DUAL_RE = re.compile(r'\(([^()]*)\)\s*/\s*\(([^()]*)\)')
+# `(A)/(B)` (or `(A)(B)`) with no parentheses inside either group; empty
+# groups allowed.
+_DUAL_RE = re.compile(r'\(([^()]*)\)\s*/?\s*\(([^()]*)\)')
 # One or more noise tags at a tag boundary (see module docstring).
 _NOISE_RE = re.compile(r'(?:(?<=[\s(])|^)(?:[onubl]/)+')
 
