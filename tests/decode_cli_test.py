@@ -105,7 +105,8 @@ def test_directory_with_bad_files_decodes_the_rest(run_dir, tmp_path):
   assert 'CER' not in proc.stderr  # No references, no error rates.
   lines = dict(line.split('\t') for line in proc.stdout.splitlines())
   assert sorted(lines) == [str(inputs / 'a.wav'), str(inputs / 'sub/b.flac')]
-  records = _records(run_dir / 'decode' / 'inputs.jsonl')
+  # Two inputs: the JSONL is named 'audio' (a single input names it).
+  records = _records(run_dir / 'decode' / 'audio.jsonl')
   assert {r['id']: r['hypothesis'] for r in records} == lines
   for r in records:
     assert set(r) == JSONL_FIELDS

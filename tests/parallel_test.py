@@ -189,7 +189,9 @@ def test_devices_draw_their_own_dropout_and_spec_augment(randomness):
   # same loss, as they do with no randomness at all (batch statistics
   # are global, so two equal rows are one row's statistics).
   config = deepspeech2.get_config()
-  config.features.update(num_mels=8, spec_augment=False)
+  # Frequency masks narrower than the 8 bins: wider ones may mask them all
+  # on both devices, whatever their keys.
+  config.features.update(num_mels=8, spec_augment=False, freq_mask_param=3)
   config.model.update(
     input_dim=8, ds2_channels=4, encoder_hidden=16, encoder_layers=2
   )
@@ -216,7 +218,9 @@ def test_devices_draw_their_own_dropout_and_spec_augment(randomness):
     losses.append(float(parallel.fetch(metrics)['loss']))
   one, two = losses
   assert np.isfinite(one) and np.isfinite(two)
+  # Rounding alone keeps them within 1e-6; the second device's masks move
+  # the mean loss by ~1e-3 (dropout between the BiGRUs) and more.
   if randomness == 'none':
     np.testing.assert_allclose(two, one, rtol=1e-6)
   else:
-    assert abs(two - one) > 1e-3 * abs(one), (one, two)
+    assert abs(two - one) > 1e-4 * abs(one), (one, two)
