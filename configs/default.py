@@ -125,10 +125,16 @@ def get_config() -> ml_collections.ConfigDict:
   # Feature bins per frame fed to the extractor: always features.num_mels
   # (a reference to it; setting either sets both).
   model.input_dim = feats.get_ref('num_mels')
-  # Conv front end: 'vgg' (time / 4, KoSpeech LAS) or 'ds2' (time / 2).
+  # Conv front end: 'vgg' (time / 4, KoSpeech LAS) or 'ds2' (time / 2 by
+  # default, see ds2_time_strides).
   model.extractor = 'vgg'
   # VGG conv channels (first block, second block); KoSpeech: (64, 128).
   model.vgg_channels = (64, 128)
+  # DeepSpeech2 extractor: channels of both convs (KoSpeech: 32).
+  model.ds2_channels = 32
+  # DeepSpeech2 extractor: the two convs' strides along time; KoSpeech's
+  # (2, 1) gives 20 ms frames, (2, 2) 40 ms (DeepSpeech2 paper, sec. 3.6).
+  model.ds2_time_strides = (2, 1)
   # Extractor activation: hardtanh (clip 0..20), relu, elu, leaky_relu,
   # gelu or swish (KoSpeech's --activation).
   model.activation = 'hardtanh'

@@ -59,7 +59,8 @@ def evaluate(
     `(metrics, examples)`: metrics `dev/loss`, `dev/cer`, `dev/accuracy`
     (attention models and language models), `dev/perplexity` (language
     models) and `dev/utterances`; examples are this host's first
-    utterances with id, reference, hypothesis, attention and lengths.
+    utterances with id, reference, hypothesis, attention (None when the
+    model is trained on CTC alone: DeepSpeech2) and lengths.
   """
   dev_iter.set_state({'epoch': 0, 'position': 0})
   total = None
@@ -86,7 +87,7 @@ def evaluate(
       ref_chars += errors.ref_chars
       utterances += 1
       if len(examples) < num_examples:
-        if attention_BxLxS is None:
+        if attention_BxLxS is None and ctc_weight < 1.0:
           attention_BxLxS = parallel.local_rows(attention)
         examples.append(
           dict(
@@ -94,7 +95,7 @@ def evaluate(
             ref=ref,
             hyp=hyp,
             cer=errors.char_edits / max(errors.ref_chars, 1),
-            attention=attention_BxLxS[i],
+            attention=None if attention_BxLxS is None else attention_BxLxS[i],
             tokens=int(local['token_lengths'][i]),
           )
         )
@@ -129,25 +130,28 @@ def write_eval_outputs(
   examples: list[dict[str, Any]],
   num_plots: int,
 ) -> None:
-  """Attention PNGs (workdir/plots and TensorBoard) and workdir/curves.png.
+  """Attention PNGs (workdir/plots and TensorBoard), transcripts (TensorBoard)
+  and workdir/curves.png.
 
   Only process 0 writes. Attention rows are the reference tokens (teacher
-  forced) and columns all encoder frames of the padded batch.
+  forced) and columns all encoder frames of the padded batch; examples
+  without attention (CTC models) get their transcripts only.
   """
   if jax.process_index() != 0:
     return
   plot_dir = Path(workdir) / 'plots'
   plot_dir.mkdir(exist_ok=True)
   for i, ex in enumerate(examples[:num_plots]):
-    title = (
-      f'{ex["id"]}  step {step}  CER {ex["cer"]:.2f}\n'
-      f'ref: {ex["ref"]}\nhyp: {ex["hyp"]}'
-    )
-    png = plots.attention_png(
-      ex['attention'], ex['tokens'], ex['attention'].shape[-1], title
-    )
-    (plot_dir / f'attention_{i}_step{step:08d}.png').write_bytes(png)
-    writer.image(step, f'attention/{i}', png)
+    if ex['attention'] is not None:
+      title = (
+        f'{ex["id"]}  step {step}  CER {ex["cer"]:.2f}\n'
+        f'ref: {ex["ref"]}\nhyp: {ex["hyp"]}'
+      )
+      png = plots.attention_png(
+        ex['attention'], ex['tokens'], ex['attention'].shape[-1], title
+      )
+      (plot_dir / f'attention_{i}_step{step:08d}.png').write_bytes(png)
+      writer.image(step, f'attention/{i}', png)
     writer.text(
       step, f'transcript/{i}', f'ref: {ex["ref"]}  \nhyp: {ex["hyp"]}'
     )

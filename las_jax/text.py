@@ -17,8 +17,11 @@ Normalization follows KoSpeech's `dataset/kspon/preprocess/preprocess.py`
 2. Dual transcriptions `(spelling)/(phonetic)` become one of the groups:
    the second in 'phonetic' mode (KoSpeech default), the first in 'spelling'
    mode (ESPnet's `--notation-type char`). Whitespace around the joining
-   `/` is tolerated, as ESPnet does. This runs before step 3: the `/`
-   between the groups would otherwise look like a disfluency mark.
+   `/` is tolerated, as ESPnet does, and so is a missing `/`: KoSpeech's
+   documentation quotes the corpus line `... (100%)(백 프로)가 왜 안돼?`
+   and its filter reads any `(A)(B)` pair as a dual transcription. This
+   runs before step 3: the `/` between the groups would otherwise look
+   like a disfluency mark.
 3. Special characters: `/ + * - @ $ ^ & [ ] = : ; ,` are deleted (the
    filler `/`, repetition `+` and noisy-speech `*` marks among them),
    `. ? !` are kept, `#` becomes `샾`. Parentheses left over after step 2
@@ -81,8 +84,9 @@ _PERCENT_WORDS = {
 }
 _DEFAULT_PERCENT_WORD = '퍼센트'
 
-# `(A)/(B)` with no parentheses inside either group; empty groups allowed.
-_DUAL_RE = re.compile(r'\(([^()]*)\)\s*/\s*\(([^()]*)\)')
+# `(A)/(B)` (or `(A)(B)`) with no parentheses inside either group; empty
+# groups allowed.
+_DUAL_RE = re.compile(r'\(([^()]*)\)\s*/?\s*\(([^()]*)\)')
 # One or more noise tags, not ending a Latin word or number (docstring).
 _NOISE_RE = re.compile(r'(?<![A-Za-z0-9])(?:[onubl]/)+')
 

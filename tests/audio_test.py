@@ -143,14 +143,46 @@ def test_trim_silence_of_nothing():
   assert audio.trim_silence(empty).shape == (0,)
 
 
-def test_array_conversion_matches_read_audio(tmp_path):
+@pytest.mark.parametrize('subtype,rate', [('VORBIS', 22050), ('OPUS', 24000)])
+def test_ogg_is_read_as_16k_mono(tmp_path, subtype, rate):
+  # Lossy codecs: the right answer is the tone itself, within what the
+  # encoder changes.
+  path = tmp_path / 'a.ogg'
+  sf.write(path, _sine(700, rate, 1.0, 0.4), rate, subtype=subtype)
+  out = audio.read_audio(path)
+  assert out.dtype == np.int16
+  assert abs(out.shape[0] - 16000) <= 16  # Codec padding, < 1 ms.
+  assert _peak_hz(out, 16000) == pytest.approx(700, abs=2)
+  middle = out[2000:-2000].astype(np.float64) / 32768
+  assert np.sqrt(np.mean(middle**2)) == pytest.approx(0.4 / np.sqrt(2), rel=0.1)
+
+
+def _stereo_tone_44k():
+  """0.4 and 0.2 amplitude 300 Hz channels: their mean is a 0.3 tone."""
   t = np.arange(44100) / 44100
-  stereo = np.stack([np.sin(2 * np.pi * 300 * t), 0.5 * np.sin(t)], 1) * 0.4
+  tone = np.sin(2 * np.pi * 300 * t)
+  return np.stack([0.4 * tone, 0.2 * tone], 1).astype(np.float32)
+
+
+def test_array_conversion_gives_the_16k_mono_tone(tmp_path):
+  # The right answer is synthesized directly at 16 kHz: independent of
+  # `to_mono`, which `read_audio` also goes through.
+  expected = _int16(0.3 * np.sin(2 * np.pi * 300 * np.arange(16000) / 16000))
   path = tmp_path / 's.wav'
-  sf.write(path, stereo.astype(np.float32), 44100, subtype='FLOAT')
-  np.testing.assert_array_equal(
-    audio.to_mono(stereo.astype(np.float32), 44100, 16000),
+  sf.write(path, _stereo_tone_44k(), 44100, subtype='FLOAT')
+  for out in (
+    audio.to_mono(_stereo_tone_44k(), 44100, 16000),
     audio.read_audio(path),
+  ):
+    assert out.dtype == np.int16 and out.shape == expected.shape
+    # Interior only: the resampling filter's edge transients.
+    np.testing.assert_allclose(out[400:-400], expected[400:-400], atol=40)
+  # 16 kHz mono int16 is returned as is; float is scaled as libsndfile
+  # scales int16 (x / 32768), so the two round-trip exactly.
+  samples = _int16(_sine(440, 16000, 0.1))
+  assert audio.to_mono(samples, 16000) is samples
+  np.testing.assert_array_equal(
+    audio.to_mono(samples / 32768.0, 16000), samples
   )
   with pytest.raises(ValueError, match='int16 or float'):
     audio.to_mono(np.zeros(10, np.int32), 16000)

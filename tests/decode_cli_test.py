@@ -35,6 +35,7 @@ JSONL_FIELDS = {
   'segments',
 }
 TRN_TEXTS = ['가나다 라마바', '사아자 차카타', '나다 마바 (사아)/(싸아)']
+MISSING_PCM = 'KsponSpeech_E00099.pcm'
 
 
 @pytest.fixture(scope='module')
@@ -56,6 +57,8 @@ def corpus(tmp_path_factory):
     )
     lines.append(f'KsponSpeech_eval/eval_clean/{name} :: {text}')
   lines.insert(1, 'this line has no separator')
+  # A line whose audio file is not there (a partial download).
+  lines.insert(3, f'KsponSpeech_eval/eval_clean/{MISSING_PCM} :: 없는 파일')
   (root / 'scripts').mkdir()
   (root / 'scripts' / 'eval_clean.trn').write_text('\n'.join(lines) + '\n')
   return root
@@ -74,6 +77,7 @@ def test_directory_with_bad_files_decodes_the_rest(run_dir, tmp_path):
   (inputs / 'corrupt.wav').write_bytes(b'RIFF....WAVEfmt garbage')
   sf.write(inputs / 'silent.wav', np.zeros(8000, np.int16), SR)
   (inputs / 'notes.txt').write_text('not audio')
+  missing = tmp_path / 'missing.wav'  # Named on the command line, not there.
   env = dict(
     os.environ,
     JAX_PLATFORMS='cpu',
@@ -86,6 +90,7 @@ def test_directory_with_bad_files_decodes_the_rest(run_dir, tmp_path):
       f'--workdir={run_dir}',
       '--beam_size=2',
       str(inputs),
+      str(missing),
     ],
     capture_output=True,
     text=True,
@@ -96,13 +101,15 @@ def test_directory_with_bad_files_decodes_the_rest(run_dir, tmp_path):
   assert proc.returncode == 0, proc.stderr
   assert f'Skipping {inputs / "corrupt.wav"}' in proc.stderr
   assert f'Skipping {inputs / "silent.wav"}' in proc.stderr
+  assert f'Skipping {missing}' in proc.stderr
   assert 'Decoded 2 utterances' in proc.stderr
-  assert 'skipped 2 input(s)' in proc.stderr
+  assert 'skipped 3 input(s)' in proc.stderr
   assert 'Real-time factor' in proc.stderr and 'compilation' in proc.stderr
   assert 'CER' not in proc.stderr  # No references, no error rates.
   lines = dict(line.split('\t') for line in proc.stdout.splitlines())
   assert sorted(lines) == [str(inputs / 'a.wav'), str(inputs / 'sub/b.flac')]
-  records = _records(run_dir / 'decode' / 'inputs.jsonl')
+  # Two inputs: the JSONL is named 'audio' (a single input names it).
+  records = _records(run_dir / 'decode' / 'audio.jsonl')
   assert {r['id']: r['hypothesis'] for r in records} == lines
   for r in records:
     assert set(r) == JSONL_FIELDS
@@ -127,7 +134,8 @@ def test_trn_list_reports_error_rates(run_dir, corpus, tmp_path):
     beam_size=1,
   )
   assert 'eval_clean.trn:2' in err and "expected 'PATH :: TEXT'" in err
-  assert summary.utterances == 3 and summary.skipped == 1
+  assert MISSING_PCM in err
+  assert summary.utterances == 3 and summary.skipped == 2
   records = _records(output)
   assert [r['id'] for r in records] == [
     f'KsponSpeech_E{i:05d}' for i in range(3)

@@ -12,19 +12,14 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from las_jax import data, lm_data
+from las_jax import lm_data
 from las_jax import train as train_lib
-from las_jax.data.make_mini_kspon import make_mini_kspon
 from las_jax.text import Vocabulary
 
 
 @pytest.fixture(scope='module')
-def corpus(tmp_path_factory):
-  root = tmp_path_factory.mktemp('lm_corpus')
-  manual_dir, data_dir = root / 'corpus', root / 'tfds'
-  make_mini_kspon(manual_dir, num_utterances=24, seed=0)
-  data.build_dataset('ksponspeech', data_dir, manual_dir, 'phonetic')
-  return str(manual_dir), str(data_dir)
+def corpus(kspon_corpus):
+  return kspon_corpus
 
 
 def lm_config(corpus, num_steps, **train):

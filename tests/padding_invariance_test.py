@@ -25,21 +25,33 @@ def _inputs():
 
 
 @pytest.mark.parametrize(
-  'extractor,rnn_type,attention',
-  list(
-    itertools.product(
-      ['vgg', 'ds2'],
-      ['lstm', 'gru', 'rnn'],
-      ['multi-head', 'location', 'additive'],
-    )
-  ),
+  'extractor,rnn_type,attention,input_feeding,ctc_weight',
+  [
+    # Every extractor x RNN x attention, with the joint CTC head...
+    *(
+      (*combination, False, 0.5)
+      for combination in itertools.product(
+        ['vgg', 'ds2'],
+        ['lstm', 'gru', 'rnn'],
+        ['multi-head', 'location', 'additive'],
+      )
+    ),
+    # ...and input feeding (the previous context fed to the decoder LSTM,
+    # as the mini recipe does) with each attention, without the CTC head.
+    ('vgg', 'lstm', 'multi-head', True, 0.0),
+    ('vgg', 'lstm', 'location', True, 0.0),
+    ('ds2', 'gru', 'additive', True, 0.0),
+  ],
 )
-def test_las_eval_logits_padding_invariant(extractor, rnn_type, attention):
+def test_las_eval_logits_padding_invariant(
+  extractor, rnn_type, attention, input_feeding, ctc_weight
+):
   config = tiny_model_config(
     extractor=extractor,
     encoder_rnn_type=rnn_type,
     attention=attention,
-    ctc_weight=0.5 if attention == 'location' else 0.0,
+    input_feeding=input_feeding,
+    ctc_weight=ctc_weight,
   )
   model = build_model(config, VOCAB, nnx.Rngs(1))
   feats, lengths, tokens = _inputs()
@@ -68,7 +80,8 @@ def test_las_eval_logits_padding_invariant(extractor, rnn_type, attention):
   )
   # Padded encoder frames get exactly zero attention.
   assert np.all(batched['attention_BxLxS'][1, :, s:] == 0.0)
-  if alone['ctc_logits_BxSxV'] is not None:
+  assert (alone['ctc_logits_BxSxV'] is not None) == (ctc_weight > 0)
+  if ctc_weight > 0:
     np.testing.assert_allclose(
       alone['ctc_logits_BxSxV'][0, :s],
       batched['ctc_logits_BxSxV'][1, :s],

@@ -1,8 +1,6 @@
 """Mesh, batch sharding and a two-process run on localhost."""
 
 import os
-import socket
-import subprocess
 import sys
 import textwrap
 
@@ -13,7 +11,10 @@ import pytest
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from las_jax import parallel
+from configs import deepspeech2
+from las_jax import optim, parallel, steps
+from las_jax.train_state import create_train_state
+from tests.child_processes import run_cluster
 
 
 def test_mesh_size_and_batch_split():
@@ -90,40 +91,29 @@ _WORKER = textwrap.dedent(
 )
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_reduce_together(tmp_path):
   script = tmp_path / 'worker.py'
   script.write_text(_WORKER)
-  port = _free_port()
-  procs = []
-  for pid in range(2):
-    env = dict(
-      os.environ,
-      JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
-      JAX_NUM_PROCESSES='2',
-      JAX_PROCESS_ID=str(pid),
-      JAX_PLATFORMS='cpu',
-      XLA_FLAGS='--xla_force_host_platform_device_count=2',
-    )
-    procs.append(
-      subprocess.Popen(
+
+  def commands(port):
+    return [
+      (
         [sys.executable, str(script)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        dict(
+          os.environ,
+          JAX_COORDINATOR_ADDRESS=f'127.0.0.1:{port}',
+          JAX_NUM_PROCESSES='2',
+          JAX_PROCESS_ID=str(pid),
+          XLA_FLAGS='--xla_force_host_platform_device_count=2',
+        ),
       )
-    )
-  outs = [p.communicate(timeout=120)[0] for p in procs]
-  for p, out in zip(procs, outs, strict=True):
-    assert p.returncode == 0, out
+      for pid in range(2)
+    ]
+
+  results = run_cluster(commands, timeout=120)
   want = float(np.sum(np.arange(8.0) ** 2))
-  for pid, out in enumerate(outs):
+  for pid, (returncode, out) in enumerate(results):
+    assert returncode == 0, out
     assert f'RESULT {pid} {want}' in out, out
 
 
@@ -187,3 +177,50 @@ def test_local_rows_inverts_global_batch():
   np.testing.assert_array_equal(
     parallel.local_rows(parallel.global_batch(x, mesh)), x
   )
+
+
+@pytest.mark.parametrize(
+  'randomness', ['none', 'model.dropout', 'features.spec_augment']
+)
+def test_devices_draw_their_own_dropout_and_spec_augment(randomness):
+  # One utterance on one device against two copies of it on two devices.
+  # Device 0 of both runs draws with the same key; without per-device
+  # draws the copies would be masked alike and both runs would have the
+  # same loss, as they do with no randomness at all (batch statistics
+  # are global, so two equal rows are one row's statistics).
+  config = deepspeech2.get_config()
+  # Frequency masks narrower than the 8 bins: wider ones may mask them all
+  # on both devices, whatever their keys.
+  config.features.update(num_mels=8, spec_augment=False, freq_mask_param=3)
+  config.model.update(
+    input_dim=8, ds2_channels=4, encoder_hidden=16, encoder_layers=2
+  )
+  config.model.dropout = 0.0
+  if randomness == 'model.dropout':
+    config.model.dropout = 0.5
+  elif randomness == 'features.spec_augment':
+    config.features.spec_augment = True
+  rng = np.random.default_rng(0)
+  row = dict(
+    audio=rng.normal(0, 3000, (1, 16000)).astype(np.int16),
+    audio_lengths=np.array([16000], np.int32),
+    tokens=np.array([[5, 6, 7, 8, 2, 0]], np.int32),
+    token_lengths=np.array([5], np.int32),
+  )
+  losses = []
+  for devices in (1, 2):
+    mesh = parallel.make_mesh(devices)
+    tx, _ = optim.make_optimizer(config.train)
+    graphdef, state = create_train_state(config, 12, tx, mesh)
+    train_fn, _, _ = steps.compile_steps(config, graphdef, tx, mesh, 8)
+    batch = {k: np.repeat(x, devices, axis=0) for k, x in row.items()}
+    _, metrics = train_fn(state, parallel.global_batch(batch, mesh))
+    losses.append(float(parallel.fetch(metrics)['loss']))
+  one, two = losses
+  assert np.isfinite(one) and np.isfinite(two)
+  # Rounding alone keeps them within 1e-6; the second device's masks move
+  # the mean loss by ~1e-3 (dropout between the BiGRUs) and more.
+  if randomness == 'none':
+    np.testing.assert_allclose(two, one, rtol=1e-6)
+  else:
+    assert abs(two - one) > 1e-4 * abs(one), (one, two)

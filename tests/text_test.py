@@ -73,6 +73,79 @@ def test_golden_lines(raw, phonetic, spelling):
   assert normalize_transcript(raw, 'spelling') == spelling
 
 
+# Quoted, not written here: a raw KsponSpeech line and the phonetic and
+# spelling transcripts KoSpeech makes of it, from KoSpeech's preprocessing
+# documentation (github.com/sooftware/kospeech, dataset/kspon/README.md,
+# section "Preprocess": "Raw data", "Option1 : phonetic transcript",
+# "Option2 : spelling transcript"). Its second dual group lacks the
+# joining '/'.
+KOSPEECH_README = (
+  'b/ (70%)/(칠 십 퍼센트) 확률이라니 아/ (뭐+ 뭔)/(모+ 몬) 소리야 진짜 '
+  '(100%)(백 프로)가 왜 안돼? n/',
+  '칠 십 퍼센트 확률이라니 아 모 몬 소리야 진짜 백 프로가 왜 안돼?',
+  '70% 확률이라니 아 뭐 뭔 소리야 진짜 100%가 왜 안돼?',
+)
+
+
+def test_line_quoted_from_kospeech_documentation():
+  raw, phonetic, spelling = KOSPEECH_README
+  assert normalize_transcript(raw, 'phonetic') == phonetic
+  assert normalize_transcript(raw, 'spelling') == spelling
+
+
+# KoSpeech's filters (dataset/kspon/preprocess/preprocess.py:
+# `bracket_filter` then `special_filter`) case by case: (raw, mode, what
+# KoSpeech outputs, worked out by hand from that code, and ours where we
+# differ on purpose (text.py's docstring says why), else None).
+KOSPEECH_CASES = [
+  # special_filter's EXCEPT list is deleted...
+  *((f'가{c}나', 'phonetic', '가나', None) for c in '/+*-@$^&[]=:;,'),
+  # ...its SENTENCE_MARK list kept, '#' written as 샾...
+  ('가. 나? 다!', 'phonetic', '가. 나? 다!', None),
+  ('#1 태그', 'spelling', '샾1 태그', None),
+  # ...a noise letter followed by '/' dropped with the '/'...
+  ('o/ 가 n/ 나 u/ b/ l/', 'phonetic', '가 나', None),
+  ('u/n/ 가', 'spelling', '가', None),
+  # ...anywhere: the end of a spelled word too. We remove tags only.
+  ('(club/)/(클럽) 가자', 'spelling', 'clu 가자', 'club 가자'),
+  # ...and whitespace runs collapsed, the ends stripped.
+  ('  가 \t  나 ', 'phonetic', '가 나', None),
+  # '%' is kept in spelling mode; in phonetic mode it becomes the word
+  # KoSpeech hard-codes for its 8 utterances ('replace')...
+  ('50% 정도', 'spelling', '50% 정도', None),
+  # ...and fails elsewhere ('str += None': TypeError). We say 퍼센트.
+  ('50% 정도', 'phonetic', TypeError, '50퍼센트 정도'),
+  # bracket_filter: the second group in phonetic mode, the first in
+  # spelling mode, with or without spaces or a '/' between the groups.
+  ('(1)/(일) 학년', 'phonetic', '일 학년', None),
+  ('(1)/(일) 학년', 'spelling', '1 학년', None),
+  ('(10:30) / (열 시 삼십 분)에', 'phonetic', '열 시 삼십 분에', None),
+  ('(10:30) / (열 시 삼십 분)에', 'spelling', '1030에', None),
+  ('(3G)(쓰리 쥐)', 'phonetic', '쓰리 쥐', None),
+  ('(3G)(쓰리 쥐)', 'spelling', '3G', None),
+  # An unclosed second group: KoSpeech keeps the text after '(' in
+  # phonetic mode and drops it in spelling mode; we keep both groups'
+  # text in both modes (no text dropped, no choice guessed).
+  (
+    '그래서 (학교)/(핵교 갔어',
+    'phonetic',
+    '그래서 핵교 갔어',
+    '그래서 학교핵교 갔어',
+  ),
+  (
+    '그래서 (학교)/(핵교 갔어',
+    'spelling',
+    '그래서 학교',
+    '그래서 학교핵교 갔어',
+  ),
+]
+
+
+@pytest.mark.parametrize('raw,mode,kospeech,ours', KOSPEECH_CASES)
+def test_kospeech_filters_case_by_case(raw, mode, kospeech, ours):
+  assert normalize_transcript(raw, mode) == (kospeech if ours is None else ours)
+
+
 def test_bare_percent_follows_kospeech_per_utterance_words():
   raw = '그거 한 50% 정도?'
   assert normalize_transcript(raw, 'spelling') == '그거 한 50% 정도?'

@@ -5,29 +5,42 @@ session and built into TFDS; every run goes through the real pipeline:
 vocabulary from the train transcripts, bucketed batches, the shard_map
 step, evaluation and orbax checkpoints. The model is configs/tiny.py on 8
 mel bins, so a step takes about a second on two loaded cores.
+
+Resumption is checked for what it restores, not only for where it ends: a
+run that ignored its checkpoint and retrained from step 0 with the same
+seed would end with the same parameters.
 """
 
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
+from jax import lax
 
 from configs import tiny
-from las_jax import data, logging_utils, optim, parallel, steps
+from las_jax import (
+  checkpoint,
+  data,
+  logging_utils,
+  models,
+  optim,
+  parallel,
+  steps,
+)
 from las_jax import train as train_lib
-from las_jax.data.make_mini_kspon import make_mini_kspon
 from las_jax.text import Vocabulary
 from las_jax.train_state import abstract_checkpointed, create_train_state
+from tests.child_processes import Child, run_cluster
 
 # Not jax_disable_most_optimizations: unoptimized XLA:CPU gives NaN filter
 # gradients in the VGG extractor's first blocks after one Adam step (the
@@ -59,30 +72,9 @@ RUN = {
 }
 
 
-@pytest.fixture(scope='module', autouse=True)
-def compilation_cache(tmp_path_factory):
-  """Runs with the same step config share compiled executables."""
-  options = {
-    'jax_compilation_cache_dir': str(tmp_path_factory.mktemp('jax_cache')),
-    'jax_persistent_cache_min_compile_time_secs': 0.0,
-    'jax_persistent_cache_min_entry_size_bytes': 0,
-  }
-  previous = {name: getattr(jax.config, name) for name in options}
-  for name, value in options.items():
-    jax.config.update(name, value)
-  yield options['jax_compilation_cache_dir']
-  for name, value in previous.items():
-    jax.config.update(name, value)
-
-
-@pytest.fixture(scope='session')
-def corpus(tmp_path_factory):
-  """(manual_dir, data_dir) of a generated corpus prepared once."""
-  root = tmp_path_factory.mktemp('mini_kspon')
-  manual_dir, data_dir = root / 'corpus', root / 'tfds'
-  make_mini_kspon(manual_dir, num_utterances=24, seed=0)
-  data.build_dataset('ksponspeech', data_dir, manual_dir, 'phonetic')
-  return str(manual_dir), str(data_dir)
+@pytest.fixture(scope='module')
+def corpus(kspon_corpus):
+  return kspon_corpus
 
 
 def _set(config, dotted, value):
@@ -107,6 +99,37 @@ def _params(state):
 
 def _assert_trees_equal(a, b):
   jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def _train_records(workdir):
+  return [r for r in logging_utils.read_metrics(workdir) if 'train/loss' in r]
+
+
+def _spy_on_restores(monkeypatch):
+  """Records every `(state, data_state)` that `Checkpointer.restore` returns.
+
+  As numpy copies: the first train step donates the restored arrays.
+  """
+  restored = []
+  original = checkpoint.Checkpointer.restore
+
+  def restore(self, *args, **kwargs):
+    state, data_state = original(self, *args, **kwargs)
+    restored.append((parallel.fetch(state), data_state))
+    return state, data_state
+
+  monkeypatch.setattr(checkpoint.Checkpointer, 'restore', restore)
+  return restored
+
+
+def _assert_checkpoint_holds(workdir, step, want):
+  """The complete checkpoint `step` of `workdir` holds the state `want`."""
+  with ocp.StandardCheckpointer() as ckpt:
+    saved = ckpt.restore(
+      Path(workdir) / 'checkpoints' / str(step) / 'state',
+      jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), want),
+    )
+  _assert_trees_equal(saved, want)
 
 
 @pytest.fixture(scope='module')
@@ -148,26 +171,54 @@ def test_two_steps_write_a_complete_run(corpus, two_step_run):
   assert saved['train']['num_steps'] == 2
 
 
-def test_resume_repeats_the_uninterrupted_run(corpus, two_step_run, tmp_path):
+def test_resume_repeats_the_uninterrupted_run(
+  corpus, two_step_run, tmp_path, monkeypatch
+):
   # 20 train utterances in batches of 8: steps 4-6 are the second epoch, so
   # the resumed run must restore the iterator position and reshuffle alike.
+  # Both runs save asynchronously, the default: the production save path
+  # (the step donates the state the background save was given).
+  six = dict(train__num_steps=6, train__async_checkpointing=True)
   straight = train_lib.train_and_evaluate(
-    _config(corpus, train__num_steps=6), tmp_path / 'straight'
+    _config(corpus, **six), tmp_path / 'straight'
   )
   resumed_dir = tmp_path / 'resumed'
   shutil.copytree(two_step_run[0], resumed_dir)
-  resumed = train_lib.train_and_evaluate(
-    _config(corpus, train__num_steps=6), resumed_dir
-  )
+  restored = _spy_on_restores(monkeypatch)
+  resumed = train_lib.train_and_evaluate(_config(corpus, **six), resumed_dir)
+
+  # It trained exactly the steps after its checkpoint (the log of steps
+  # 1-2 came with the copied workdir)...
+  assert [r['step'] for r in _train_records(resumed_dir)] == [1, 2, 3, 4, 5, 6]
+  # ...from what step 2 saved: step, parameters, optimizer moments, RNG,
+  # skip count, and the iterator 2 batches into epoch 0.
+  assert len(restored) == 1
+  saved_state, data_state = restored[0]
+  _assert_trees_equal(saved_state, two_step_run[1])
+  assert int(two_step_run[1]['step']) == 2
+  assert jax.tree.leaves(two_step_run[1]['opt_state'])  # Adam's moments.
+  assert data_state == {'epoch': 0, 'position': 2}
   # Bit-exact: randomness is a function of (seed, step), the data order of
   # (seed, epoch), and both runs execute the same compiled step.
   _assert_trees_equal(_params(resumed), _params(straight))
-  straight_m = logging_utils.read_metrics(tmp_path / 'straight')
-  resumed_m = logging_utils.read_metrics(resumed_dir)
-  loss = {r['step']: r['train/loss'] for r in straight_m if 'train/loss' in r}
-  for r in resumed_m:
-    if 'train/loss' in r:
-      assert r['train/loss'] == loss[r['step']]
+  loss = {
+    r['step']: r['train/loss'] for r in _train_records(tmp_path / 'straight')
+  }
+  assert {
+    r['step']: r['train/loss'] for r in _train_records(resumed_dir)
+  } == loss
+  # The background saves were finished and committed before the run
+  # returned: the last three steps are complete and hold the final state.
+  for workdir, state in (
+    (resumed_dir, resumed),
+    (tmp_path / 'straight', straight),
+  ):
+    assert sorted(os.listdir(workdir / 'checkpoints'), key=int) == [
+      '4',
+      '5',
+      '6',
+    ]
+    _assert_checkpoint_holds(workdir, 6, _params(state))
 
 
 def test_incompatible_workdir_is_refused(corpus, two_step_run, tmp_path):
@@ -240,17 +291,15 @@ def eight_device_run(corpus, tmp_path_factory):
 
 
 def _assert_close_runs(a_dir, a_params, b_dir, b_params):
-  loss_a = [
-    r['train/loss']
-    for r in logging_utils.read_metrics(a_dir)
-    if 'train/loss' in r
-  ]
-  loss_b = [
-    r['train/loss']
-    for r in logging_utils.read_metrics(b_dir)
-    if 'train/loss' in r
-  ]
-  np.testing.assert_allclose(loss_a, loss_b, rtol=1e-5)
+  a, b = _train_records(a_dir), _train_records(b_dir)
+  assert [r['step'] for r in a] == [r['step'] for r in b] == [1, 2]
+  # The loss and the gradient norm (taken before clipping) of the global
+  # batch: Adam would hide a gradient summed on one device only, or
+  # averaged instead of summed, but not its norm.
+  for name in ('train/loss', 'train/grad_norm'):
+    np.testing.assert_allclose(
+      [r[name] for r in a], [r[name] for r in b], rtol=1e-5, err_msg=name
+    )
   # Sums are reduced in another order across devices: float tolerance.
   # Gradients that nearly cancel (e.g. of a bias feeding a conv + batch
   # norm) keep only rounding noise, which Adam turns into up to
@@ -273,21 +322,17 @@ def test_one_and_eight_devices_agree(corpus, eight_device_run, tmp_path):
   _assert_close_runs(tmp_path, _params(one), eight_dir, _params(eight))
 
 
-def _cli(workdir, overrides, env=None):
+def _cli_command(workdir, overrides, env=None):
+  """`(args, env)` of a train.py run with `--config.<name>=<value>`s."""
   args = [sys.executable, str(ROOT / 'train.py'), '--config', 'configs/tiny.py']
   args += [f'--workdir={workdir}']
   for dotted, value in overrides.items():
     text = str(value) if not isinstance(value, tuple) else repr(value)
     args.append(f'--config.{dotted}={text}')
+  # The test session's environment: its compilation cache (conftest.py)
+  # holds the steps the in-process runs compiled.
   full_env = {**os.environ, 'PYTHONPATH': str(ROOT), **(env or {})}
-  return subprocess.Popen(
-    args,
-    cwd=ROOT,
-    env=full_env,
-    stdout=subprocess.PIPE,
-    stderr=subprocess.STDOUT,
-    text=True,
-  )
+  return args, full_env
 
 
 def _cli_overrides(corpus, **extra):
@@ -297,28 +342,27 @@ def _cli_overrides(corpus, **extra):
   return {**run, **extra}
 
 
+@pytest.mark.timeout(900)
 def test_two_processes_agree_with_one(corpus, eight_device_run, tmp_path):
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    port = s.getsockname()[1]
   overrides = _cli_overrides(corpus, **DETERMINISTIC)
-  procs = [
-    _cli(
-      tmp_path,
-      overrides,
-      env={
-        'JAX_COORDINATOR_ADDRESS': f'localhost:{port}',
-        'JAX_NUM_PROCESSES': '2',
-        'JAX_PROCESS_ID': str(i),
-        'JAX_PLATFORMS': 'cpu',
-        'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
-      },
-    )
-    for i in range(2)
-  ]
-  outputs = [p.communicate(timeout=300)[0] for p in procs]
-  for p, out in zip(procs, outputs, strict=True):
-    assert p.returncode == 0, out[-3000:]
+
+  def commands(port):
+    return [
+      _cli_command(
+        tmp_path,
+        overrides,
+        env={
+          'JAX_COORDINATOR_ADDRESS': f'localhost:{port}',
+          'JAX_NUM_PROCESSES': '2',
+          'JAX_PROCESS_ID': str(i),
+          'XLA_FLAGS': '--xla_force_host_platform_device_count=4',
+        },
+      )
+      for i in range(2)
+    ]
+
+  for returncode, out in run_cluster(commands, timeout=600, cwd=ROOT):
+    assert returncode == 0, out[-3000:]
   eight_dir, eight = eight_device_run
   step_dir = tmp_path / 'checkpoints' / '2'
   for i in range(2):  # Each host saved its own iterator position.
@@ -331,35 +375,57 @@ def test_two_processes_agree_with_one(corpus, eight_device_run, tmp_path):
   _assert_close_runs(tmp_path, parallel.fetch(saved), eight_dir, _params(eight))
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(
-  corpus, compilation_cache, tmp_path
+@pytest.mark.timeout(900)
+def test_sigterm_checkpoint_resumes_like_the_uninterrupted_run(
+  corpus, tmp_path, monkeypatch
 ):
-  overrides = _cli_overrides(
-    corpus,
-    **{
-      'train.num_steps': 1000,
-      'train.checkpoint_every': 0,
-      'train.num_devices': 1,
-    },
-  )
-  env = {
-    'JAX_PLATFORMS': 'cpu',
-    # The in-process runs compiled the same step: reuse it.
-    'JAX_COMPILATION_CACHE_DIR': compilation_cache,
-    'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
-    'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0',
+  # The production path: train.py in its own process, saving
+  # asynchronously (the default), stopped by SIGTERM as on preemption.
+  single = {
+    'train.checkpoint_every': 0,
+    'train.num_devices': 1,
+    'train.async_checkpointing': True,
+    'train.vocab_max_size': 1000,  # As _cli_overrides (no None on a CLI).
   }
-  proc = _cli(tmp_path, overrides, env=env)
-  deadline = time.time() + 240
-  while not logging_utils.read_metrics(tmp_path):
-    assert proc.poll() is None and time.time() < deadline, proc.stdout.read()
-    time.sleep(0.5)
-  proc.send_signal(signal.SIGTERM)
-  out = proc.communicate(timeout=120)[0]
-  assert proc.returncode == 0, out[-3000:]
-  last = max(r['step'] for r in logging_utils.read_metrics(tmp_path))
-  assert os.listdir(tmp_path / 'checkpoints') == [str(last)]
-  assert last < 1000
+  args, env = _cli_command(
+    tmp_path / 'stopped',
+    _cli_overrides(corpus, **single, **{'train.num_steps': 1000}),
+  )
+  # Start-up and compilation take minutes on a loaded machine: no deadline
+  # here but the test's own (pytest-timeout), after which the child is
+  # killed on the way out of this block.
+  with Child(args, env=env, cwd=ROOT) as child:
+    while not _train_records(tmp_path / 'stopped'):
+      if not child.running():
+        pytest.fail(f'no step logged; output:\n{child.kill().output[-3000:]}')
+      time.sleep(0.5)
+    child.proc.send_signal(signal.SIGTERM)
+    # One step and a save, then it exits; a child that ignores SIGTERM is
+    # killed and its output shown.
+    returncode, out = child.wait(timeout=300)
+  assert returncode == 0, out[-3000:]
+  stopped = max(r['step'] for r in _train_records(tmp_path / 'stopped'))
+  assert stopped < 1000
+  assert os.listdir(tmp_path / 'stopped' / 'checkpoints') == [str(stopped)]
+
+  # Resumed in this process for two more steps, it repeats a run that was
+  # never stopped: the SIGTERM checkpoint is complete and exact.
+  config = _config(
+    corpus, **{k.replace('.', '__'): v for k, v in single.items()}
+  )
+  config.train.num_steps = stopped + 2
+  restored = _spy_on_restores(monkeypatch)
+  resumed = train_lib.train_and_evaluate(config, tmp_path / 'stopped')
+  records = _train_records(tmp_path / 'stopped')
+  assert [r['step'] for r in records] == list(range(1, stopped + 3))
+  assert len(restored) == 1
+  assert int(restored[0][0]['step']) == stopped
+  straight = train_lib.train_and_evaluate(config, tmp_path / 'straight')
+  _assert_trees_equal(_params(resumed), _params(straight))
+  straight_loss = [
+    r['train/loss'] for r in _train_records(tmp_path / 'straight')
+  ]
+  assert [r['train/loss'] for r in records] == straight_loss
 
 
 def test_non_finite_step_is_skipped_and_counted(corpus):
@@ -396,6 +462,84 @@ def test_non_finite_step_is_skipped_and_counted(corpus):
   # Nothing moved: Adam's moments are not poisoned by the NaN gradients.
   for name in ('params', 'variables', 'opt_state'):
     _assert_trees_equal(after[name], before[name])
+
+
+@jax.custom_vjp
+def _nan_gradient_if(x, bad):
+  """Identity whose gradient is NaN when `bad` (a traced bool) is set."""
+  del bad
+  return x
+
+
+def _nan_gradient_fwd(x, bad):
+  return x, bad
+
+
+def _nan_gradient_bwd(bad, g):
+  return jnp.where(bad, jnp.nan, g), None
+
+
+_nan_gradient_if.defvjp(_nan_gradient_fwd, _nan_gradient_bwd)
+
+
+class _NaNGradientsOnDevice(nnx.Module):
+  """A real model whose logits' gradient is NaN on one device's rows.
+
+  Its forward pass is untouched, so the loss stays finite: only the
+  gradient check sees the fault, and before the cross-device sum only the
+  faulty device does. (A bad weight would show in every device's loss.)
+  """
+
+  def __init__(self, model: nnx.Module, device: int):
+    self.model, self.device = model, device
+
+  def __call__(self, *args, **kwargs):
+    out = dict(self.model(*args, **kwargs))
+    bad = lax.axis_index(parallel.AXIS) == self.device
+    out['logits_BxLxV'] = _nan_gradient_if(out['logits_BxLxV'], bad)
+    return out
+
+  def encode(self, *args, **kwargs):
+    return self.model.encode(*args, **kwargs)
+
+  def scorer(self, *args, **kwargs):
+    return self.model.scorer(*args, **kwargs)
+
+
+def test_nan_gradients_on_one_device_skip_the_step_on_every_device(
+  corpus, tmp_path, monkeypatch
+):
+  build = models.build_model
+  monkeypatch.setattr(
+    models,
+    'build_model',
+    lambda *args, **kwargs: _NaNGradientsOnDevice(build(*args, **kwargs), 1),
+  )
+  # Batch statistics per device: synced batch norm would also carry the
+  # NaN to the other device's gradients (through the statistics' psum), so
+  # every device would see it even if each decided alone. Here only the
+  # step's own cross-device sums join the devices.
+  monkeypatch.setattr(parallel, 'sync_batch_norm', lambda model: 0)
+  config = _config(corpus, train__num_devices=2, train__num_steps=2)
+  state = train_lib.train_and_evaluate(config, tmp_path)
+  records = _train_records(tmp_path)
+  assert all(np.isfinite(r['train/loss']) for r in records), records
+  assert [r['train/skipped_steps'] for r in records] == [1, 2]
+  # Each device's copy of the state is still the initial one: no device
+  # applied the (summed, NaN) gradients, nor moved Adam's moments.
+  vocab = Vocabulary.load(tmp_path / 'vocab.txt')
+  tx, _ = optim.make_optimizer(config.train)
+  _, init = create_train_state(config, len(vocab), tx, parallel.make_mesh(2))
+  want = _params(init)
+  want.update(step=np.int32(2), skipped=np.int32(2))
+  got = state.checkpointed()
+  for name in want:
+    for x, expected in zip(
+      jax.tree.leaves(got[name]), jax.tree.leaves(want[name]), strict=True
+    ):
+      assert len(x.addressable_shards) == 2
+      for shard in x.addressable_shards:
+        np.testing.assert_array_equal(shard.data, expected, err_msg=name)
 
 
 def test_ctc_warmup_trains_ctc_alone_then_the_joint_loss(corpus):

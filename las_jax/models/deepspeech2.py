@@ -23,7 +23,13 @@ class DeepSpeech2(nnx.Module):
   def __init__(self, config, vocab_size: int, *, rngs: nnx.Rngs):
     """Builds from `config.model` (see configs/default.py)."""
     self.extractor = build_extractor(
-      config.extractor, config.input_dim, config.activation, rngs
+      config.extractor,
+      config.input_dim,
+      config.activation,
+      rngs,
+      vgg_channels=tuple(config.vgg_channels),
+      ds2_channels=config.ds2_channels,
+      ds2_time_strides=tuple(config.ds2_time_strides),
     )
     norms, layers = [], []
     in_dim = self.extractor.output_dim

@@ -243,6 +243,11 @@ class DeepSpeech2Extractor(nnx.Module):
   (freq, time); here as (time, freq): kernels (11, 41) and (11, 21), strides
   (2, 2) and (1, 2). Output lengths `(L - 1) // 2 + 1` (= ceil(L / 2)); the
   second conv keeps them. Width 32 * 20 = 640 for 80 bins.
+
+  `time_strides` sets the two convs' strides along time (KoSpeech: (2, 1));
+  (2, 2) gives 40 ms frames, as the DeepSpeech2 paper (Amodei et al. 2016,
+  section 3.6) strides further to shorten the sequences the RNNs run over.
+  Each conv's output length is `(L - 1) // stride + 1`.
   """
 
   def __init__(
@@ -250,17 +255,24 @@ class DeepSpeech2Extractor(nnx.Module):
     input_dim: int,
     *,
     channels: int = 32,
+    time_strides: Sequence[int] = (2, 1),
     activation: str = 'hardtanh',
     rngs: nnx.Rngs,
   ):
     get_activation(activation)
+    if len(time_strides) != 2 or min(time_strides) < 1:
+      raise ValueError(
+        'config.model.ds2_time_strides: two strides >= 1 expected, got '
+        f'{tuple(time_strides)}'
+      )
+    t0, t1 = time_strides
     self.blocks = nnx.List(
       [
         _MaskedConvBlock(
-          1, channels, (11, 41), (2, 2), (5, 20), activation, rngs
+          1, channels, (11, 41), (t0, 2), (5, 20), activation, rngs
         ),
         _MaskedConvBlock(
-          channels, channels, (11, 21), (1, 2), (5, 10), activation, rngs
+          channels, channels, (11, 21), (t1, 2), (5, 10), activation, rngs
         ),
       ]
     )
@@ -282,6 +294,8 @@ def build_extractor(
   activation: str,
   rngs: nnx.Rngs,
   vgg_channels: Sequence[int] = (64, 128),
+  ds2_channels: int = 32,
+  ds2_time_strides: Sequence[int] = (2, 1),
 ):
   """Builds the extractor named by `config.model.extractor`."""
   if name == 'vgg':
@@ -289,7 +303,13 @@ def build_extractor(
       input_dim, channels=vgg_channels, activation=activation, rngs=rngs
     )
   if name == 'ds2':
-    return DeepSpeech2Extractor(input_dim, activation=activation, rngs=rngs)
+    return DeepSpeech2Extractor(
+      input_dim,
+      channels=ds2_channels,
+      time_strides=ds2_time_strides,
+      activation=activation,
+      rngs=rngs,
+    )
   raise ValueError(
     f"config.model.extractor: unknown extractor {name!r}; expected 'vgg' "
     "or 'ds2'"

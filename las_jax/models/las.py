@@ -19,6 +19,8 @@ class LAS(nnx.Module):
       config.input_dim,
       extractor=config.extractor,
       vgg_channels=tuple(config.vgg_channels),
+      ds2_channels=config.ds2_channels,
+      ds2_time_strides=tuple(config.ds2_time_strides),
       activation=config.activation,
       rnn_type=config.encoder_rnn_type,
       hidden=config.encoder_hidden,

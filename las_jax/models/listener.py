@@ -44,6 +44,8 @@ class Listener(nnx.Module):
     *,
     extractor: str,
     vgg_channels: Sequence[int] = (64, 128),
+    ds2_channels: int = 32,
+    ds2_time_strides: Sequence[int] = (2, 1),
     activation: str,
     rnn_type: str,
     hidden: int,
@@ -62,7 +64,13 @@ class Listener(nnx.Module):
       )
     self.pyramid_layers = tuple(sorted(pyramid_layers))
     self.extractor = build_extractor(
-      extractor, input_dim, activation, rngs, vgg_channels
+      extractor,
+      input_dim,
+      activation,
+      rngs,
+      vgg_channels,
+      ds2_channels,
+      ds2_time_strides,
     )
     layers = []
     in_dim = self.extractor.output_dim
