@@ -37,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from las_jax import audio, ctc, decoding, features, input_pipeline, restore
+from las_jax.models import execution
 from las_jax.text import Vocabulary
 
 AudioInput = str | os.PathLike | np.ndarray
@@ -66,6 +67,7 @@ class Recognizer:
     ctc_weight: float | None = None,
     length_penalty: float | None = None,
     max_tokens_per_second: float | None = None,
+    compute_dtype: str | None = None,
   ):
     """Wraps a model for decoding; options default to `config.decode`.
 
@@ -81,6 +83,9 @@ class Recognizer:
       length_penalty: beam search length penalty exponent (LAS).
       max_tokens_per_second: LAS token limit per second of audio, see
         `max_tokens`.
+      compute_dtype: 'float32' or 'bfloat16' (`models.execution`); None
+        uses `config.decode.compute_dtype`, whose None means the run's
+        `train.compute_dtype`. Sets the model's dtype in place.
 
     Raises:
       ValueError: an option is out of range, or CTC rescoring was asked of
@@ -104,6 +109,11 @@ class Recognizer:
     if self.batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {self.batch_size}')
     self.is_ctc_model = config.model.name == 'deepspeech2'
+    execution.set_compute_dtype(
+      model,
+      compute_dtype or dcfg.compute_dtype or config.train.compute_dtype,
+      'compute_dtype',
+    )
     self._graphdef, self._state = nnx.split(model)
     # Padded audio lengths in samples, the training pipeline's buckets.
     self._buckets = input_pipeline.buckets_from_config(config).audio
