@@ -144,6 +144,14 @@ def train_step(
     norm, teacher-forcing ratio, finite flag, utterances, audio seconds).
   """
   tcfg = config.train
+  rows = batch['audio'].shape[0]
+  if rows % tcfg.grad_accum_steps:
+    raise ValueError(
+      f'config.train.grad_accum_steps={tcfg.grad_accum_steps} does not '
+      f'divide the {rows} rows each device gets of input.batch_size; use a '
+      f'batch size that is a multiple of {tcfg.grad_accum_steps} x the '
+      'device count.'
+    )
   # One key for draws shared by the global batch, one per device for the rest.
   k_batch, k_devices = jax.random.split(
     jax.random.fold_in(state.rng, state.step)
@@ -309,12 +317,6 @@ def _accumulate(
   update with the mean statistic.
   """
   rows = feats_BxTxF.shape[0]
-  if rows % num_micro:
-    raise ValueError(
-      f'config.train.grad_accum_steps={num_micro} does not divide the '
-      f'{rows} rows each device gets of input.batch_size; use a batch size '
-      f'that is a multiple of {num_micro} x the device count.'
-    )
   inputs = dict(batch, feats=feats_BxTxF, flen=flen_B)
   micro_KxMx = jax.tree.map(
     lambda x: x.reshape(num_micro, rows // num_micro, *x.shape[1:]), inputs
