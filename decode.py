@@ -106,6 +106,14 @@ _LENGTH_PENALTY = flags.DEFINE_float(
   None,
   'Beam search length penalty alpha (default: config.decode).',
 )
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+  'compute_dtype',
+  None,
+  ['float32', 'bfloat16'],
+  'Precision of matmuls and convolutions (bfloat16: mixed precision, for '
+  'GPUs with bfloat16 tensor cores and TPUs; default: config.decode, '
+  "whose None is the run's train.compute_dtype).",
+)
 _TIMESTAMPS = flags.DEFINE_bool(
   'timestamps',
   False,
@@ -158,6 +166,7 @@ def main(argv: list[str]) -> None:
       lm_weight=_LM_WEIGHT.value,
       length_bonus=_LENGTH_BONUS.value,
       length_penalty=_LENGTH_PENALTY.value,
+      compute_dtype=_COMPUTE_DTYPE.value,
     )
   except (ValueError, FileNotFoundError) as e:
     # Bad arguments or a missing run: a message, not a traceback.

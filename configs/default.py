@@ -203,6 +203,20 @@ def get_config() -> ml_collections.ConfigDict:
   train.adam_eps = 1e-8
   # Decoupled weight decay (AdamW); 0 = plain Adam.
   train.weight_decay = 0.0
+  # Dtype of matmuls and convolutions: 'float32' or 'bfloat16' (mixed
+  # precision: parameters, optimizer state, gradients, LSTM cell states,
+  # softmax/attention weights, log-mel, CTC and losses stay float32).
+  train.compute_dtype = 'float32'
+  # Micro-batches per optimizer step: each device's share of the batch is
+  # split into this many, run one after another inside the jitted step
+  # (lax.scan) with their gradients summed, so activation memory is that
+  # of batch_size / grad_accum_steps. Must divide the per-device batch.
+  train.grad_accum_steps = 1
+  # Rematerialization of the extractor's conv blocks and the listener's RNN
+  # layers (jax.checkpoint): 'none', or the name of the jax.checkpoint_policies
+  # policy for what each block keeps: 'nothing_saveable' (least memory),
+  # 'dots_saveable' or 'dots_with_no_batch_dims_saveable'.
+  train.remat = 'none'
   # Label smoothing of the attention cross entropy (KoSpeech: 0.1).
   train.label_smoothing = 0.1
   # Joint CTC-attention only: the first steps train the CTC loss alone, so
@@ -276,5 +290,8 @@ def get_config() -> ml_collections.ConfigDict:
   # plus 1 for EOS; 0 = the largest input.token_buckets entry. Fast Korean
   # speech is ~10 syllables/s, ~25 jamo/s.
   decode.max_tokens_per_second = 30.0
+  # Dtype of matmuls and convolutions in decoding ('float32' or
+  # 'bfloat16'); None = the run's train.compute_dtype.
+  decode.compute_dtype = None
 
   return config

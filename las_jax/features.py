@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import scipy.signal
 
 # KoSpeech scales KsponSpeech PCM by 1/32767 (not librosa's 1/32768).
 INT16_SCALE = 1.0 / 32767.0
@@ -54,6 +55,36 @@ def num_frames(num_samples: int, cfg: ml_collections.ConfigDict) -> int:
   return 1 + num_samples // stft_params(cfg)[1]
 
 
+# Slaney's mel scale: 200/3 Hz per mel up to 1 kHz (15 mels), then log steps
+# of ln(6.4) / 27 per mel.
+_MEL_F_SP = 200.0 / 3
+_MIN_LOG_MEL = 1000.0 / _MEL_F_SP
+_LOGSTEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz):
+  """Slaney's mel scale (librosa's default, `htk=False`): linear below
+  1 kHz, logarithmic above."""
+  hz = np.asarray(hz, np.float64)
+  mel = hz / _MEL_F_SP
+  log_region = hz >= 1000.0
+  return np.where(
+    log_region,
+    _MIN_LOG_MEL + np.log(np.where(log_region, hz, 1000.0) / 1000.0) / _LOGSTEP,
+    mel,
+  )
+
+
+def _mel_to_hz(mel):
+  """Inverse of `_hz_to_mel`."""
+  mel = np.asarray(mel, np.float64)
+  return np.where(
+    mel >= _MIN_LOG_MEL,
+    1000.0 * np.exp(_LOGSTEP * (mel - _MIN_LOG_MEL)),
+    _MEL_F_SP * mel,
+  )
+
+
 @functools.lru_cache(maxsize=8)
 def _filterbank(
   sample_rate: int,
@@ -65,15 +96,30 @@ def _filterbank(
 ) -> tuple[np.ndarray, np.ndarray]:
   """Mel filterbank [n_fft//2+1, num_mels] and window [n_fft], computed once.
 
-  librosa is imported here only: it is slow to import and never needed on
-  the hot path once the (tiny) matrices exist.
+  The filterbank is librosa's `filters.mel(htk=False, norm='slaney')`
+  (Slaney's Auditory Toolbox): triangles between adjacent edges of
+  `num_mels + 2` points evenly spaced in mels, scaled to unit area. Its
+  float64 arithmetic is librosa's step for step, so the float32 result is
+  bit for bit librosa's (tests/features_test.py), without librosa and its
+  numba compiler on the accelerator hosts. The window is scipy's, as
+  librosa takes it.
   """
-  import librosa  # pylint: disable=g-import-not-at-top
-
-  mel_KxF = librosa.filters.mel(
-    sr=sample_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax
-  ).T.astype(np.float32)
-  win_W = librosa.filters.get_window(window, n_fft, fftbins=True)
+  fmax = sample_rate / 2 if fmax is None else fmax
+  fft_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
+  edges_hz = _mel_to_hz(
+    np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), num_mels + 2)
+  )
+  widths = np.diff(edges_hz)
+  ramps = np.subtract.outer(edges_hz, fft_hz)
+  rising = -ramps[:-2] / widths[:-1, None]
+  falling = ramps[2:] / widths[1:, None]
+  weights = np.maximum(0, np.minimum(rising, falling)).astype(np.float32)
+  # Slaney's normalization, applied (as librosa does) to the float32
+  # triangles in float64.
+  area = 2.0 / (edges_hz[2:] - edges_hz[:-2])
+  weights = (weights * area[:, None]).astype(np.float32)
+  mel_KxF = np.ascontiguousarray(weights.T)
+  win_W = scipy.signal.get_window(window, n_fft, fftbins=True)
   win_W = win_W.astype(np.float32)
   for a in (mel_KxF, win_W):
     a.setflags(write=False)

@@ -97,12 +97,28 @@ def ctc_loss_sum(
   per_utt_B = ctc.ctc_loss(
     ctc_logits_BxSxV, enc_lengths_B, targets_BxL, label_lengths_B, blank_id
   )
-  # An utterance with more labels than frames has no alignment (ctc_loss
-  # gives it a huge finite loss); leave it out rather than let it dominate.
-  ok_B = valid_B & (label_lengths_B <= enc_lengths_B) & jnp.isfinite(per_utt_B)
-  return jnp.sum(jnp.where(ok_B, per_utt_B, 0.0)), jnp.sum(
-    jnp.where(ok_B, label_lengths_B, 0), dtype=jnp.float32
+  ok_B = ctc_alignable(enc_lengths_B, label_lengths_B, valid_B) & jnp.isfinite(
+    per_utt_B
   )
+  return jnp.sum(jnp.where(ok_B, per_utt_B, 0.0)), ctc_label_count(
+    label_lengths_B, ok_B
+  )
+
+
+def ctc_alignable(
+  enc_lengths_B: jax.Array, label_lengths_B: jax.Array, valid_B: jax.Array
+) -> jax.Array:
+  """Rows whose CTC loss counts: real rows with no more labels than frames.
+
+  An utterance with more labels than frames has no alignment (`ctc_loss`
+  gives it a huge finite loss); it is left out rather than let dominate.
+  """
+  return valid_B & (label_lengths_B <= enc_lengths_B)
+
+
+def ctc_label_count(label_lengths_B: jax.Array, rows_B: jax.Array) -> jax.Array:
+  """float32 number of CTC labels of the rows where `rows_B` is True."""
+  return jnp.sum(jnp.where(rows_B, label_lengths_B, 0), dtype=jnp.float32)
 
 
 def combine(sums: LossSums, ctc_weight: float | jax.Array) -> jax.Array:

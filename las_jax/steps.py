@@ -10,6 +10,16 @@ Batches hold the device fields of the input pipeline: `audio` int16
 [B, N], `audio_lengths` [B] (0 = padding row), `tokens` [B, L] (ids then
 EOS) and `token_lengths` [B] (with the EOS). A language model's batches
 (`lm_data`) hold only the token fields (0 tokens = padding row).
+
+Gradient accumulation (`config.train.grad_accum_steps` = k > 1): each
+device's rows are split into k micro-batches that run one after another
+in a `lax.scan` inside the one jitted step, their gradients summed. The
+loss denominators (target tokens, CTC labels) are the whole global
+batch's, counted before the scan, so the update is that of one batch of
+all the rows. Batch norm normalizes each micro-batch by its own
+statistics (as on k times smaller batches), and its running averages
+take ONE update per step, with the mean of the k micro-batches' batch
+statistics (momentum is applied once, not k times).
 """
 
 import functools
@@ -182,6 +192,14 @@ def train_step(
     norm, teacher-forcing ratio, finite flag, utterances, audio seconds).
   """
   tcfg = config.train
+  rows = batch['audio'].shape[0]
+  if rows % tcfg.grad_accum_steps:
+    raise ValueError(
+      f'config.train.grad_accum_steps={tcfg.grad_accum_steps} does not '
+      f'divide the {rows} rows each device gets of input.batch_size; use a '
+      f'batch size that is a multiple of {tcfg.grad_accum_steps} x the '
+      'device count.'
+    )
   # One key for draws shared by the global batch, one per device for the rest.
   k_batch, k_devices = jax.random.split(
     jax.random.fold_in(state.rng, state.step)
@@ -205,7 +223,7 @@ def train_step(
     # speller can learn to read a whole-utterance summary off one frame.
     weight = jnp.where(state.step < tcfg.ctc_warmup_steps, 1.0, weight)
 
-  def loss_fn(model):
+  def loss_fn(model, feats_BxTxF, flen_B, batch, sample_key, totals):
     sums, _ = _forward_sums(
       model,
       feats_BxTxF,
@@ -213,20 +231,37 @@ def train_step(
       batch,
       config=config,
       teacher_forcing_p=tf_p,
-      sample_key=k_sample,
+      sample_key=sample_key,
       train=True,
     )
     # Global denominators: the local objective is this device's share of the
     # global mean, so summing gradients over devices gives its gradient.
-    global_sums = lax.stop_gradient(
-      jax.tree.map(lambda x: lax.psum(x, AXIS), sums)
-    )
-    local = sums._replace(
-      tokens=global_sums.tokens, ctc_labels=global_sums.ctc_labels
-    )
+    if totals is None:
+      totals = lax.stop_gradient(
+        jax.tree.map(lambda x: lax.psum(x, AXIS), sums)
+      )
+    local = sums._replace(tokens=totals.tokens, ctc_labels=totals.ctc_labels)
     return losses.combine(local, weight), sums
 
-  (_, sums), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+  grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
+  if tcfg.grad_accum_steps == 1:
+    (_, sums), grads = grad_fn(
+      model, feats_BxTxF, flen_B, batch, k_sample, None
+    )
+    _, _, new_variables, new_rng_streams = state_lib.split_model(model)
+  else:
+    grads, sums, new_variables = _accumulate(
+      grad_fn,
+      state,
+      graphdef,
+      feats_BxTxF,
+      flen_B,
+      batch,
+      _loss_totals(model, feats_BxTxF, flen_B, batch, config),
+      (k_model, k_sample),
+      tcfg.grad_accum_steps,
+    )
+    new_rng_streams = state.rng_streams  # Re-seeded at every step anyway.
   grads = lax.psum(grads, AXIS)
   sums = jax.tree.map(lambda x: lax.psum(x, AXIS), sums)
   loss = losses.combine(sums, weight)
@@ -243,7 +278,6 @@ def train_step(
   new_params, new_opt_state = lax.cond(
     finite, apply, lambda *old: old, state.params, state.opt_state
   )
-  _, _, new_variables, new_rng_streams = state_lib.split_model(model)
   # Batch statistics are already global with synced batch norm; the pmean
   # keeps replicas bit-identical either way.
   new_variables = jax.tree.map(
@@ -275,6 +309,92 @@ def train_step(
     / config.features.sample_rate,
   )
   return new_state, step_metrics
+
+
+def _loss_totals(
+  model: nnx.Module,
+  feats_BxTxF: jax.Array,
+  flen_B: jax.Array,
+  batch: dict[str, jax.Array],
+  config: ml_collections.ConfigDict,
+) -> losses.LossSums:
+  """The global batch's loss denominators, before any forward pass.
+
+  `tokens` and `ctc_labels` are what `_forward_sums` counts (psummed over
+  devices); the other fields are 0. The CTC count needs each utterance's
+  encoder length: it comes from an evaluation-mode `encode` of which only
+  the lengths are used, so XLA drops the rest of that pass. (An utterance
+  whose CTC loss is not finite still counts here; such a step is skipped
+  as non-finite anyway.)
+  """
+  valid_B = batch['audio_lengths'] > 0
+  tlen_B = jnp.where(valid_B, batch['token_lengths'], 0)
+  mask_BxL = losses.length_mask(tlen_B, batch['tokens'].shape[1])
+  tokens = jnp.sum(mask_BxL.astype(jnp.float32))
+  ctc_labels = jnp.zeros((), jnp.float32)
+  if ctc_weight(config) > 0:
+    enc_lengths_B = model.encode(feats_BxTxF, flen_B, train=False).enc_lengths_B
+    labels_B = jnp.maximum(tlen_B - 1, 0)  # CTC targets exclude the EOS.
+    ctc_labels = losses.ctc_label_count(
+      labels_B, losses.ctc_alignable(enc_lengths_B, labels_B, valid_B)
+    )
+  zero = jnp.zeros((), jnp.float32)
+  totals = losses.LossSums(zero, tokens, zero, zero, ctc_labels)
+  return jax.tree.map(lambda x: lax.psum(x, AXIS), totals)
+
+
+def _accumulate(
+  grad_fn,
+  state: TrainState,
+  graphdef: nnx.GraphDef,
+  feats_BxTxF: jax.Array,
+  flen_B: jax.Array,
+  batch: dict[str, jax.Array],
+  totals: losses.LossSums,
+  keys: tuple[jax.Array, jax.Array],
+  num_micro: int,
+) -> tuple[Any, losses.LossSums, Any]:
+  """Summed gradients and loss sums of `num_micro` micro-batches (module
+  doc), and the batch-norm running statistics after one update with the
+  micro-batches' mean statistics.
+
+  Every micro-batch starts from the step's model: the running averages
+  update `(1 - m) old + m stat_i` of micro-batch i averaged over i is one
+  update with the mean statistic.
+  """
+  rows = feats_BxTxF.shape[0]
+  inputs = dict(batch, feats=feats_BxTxF, flen=flen_B)
+  micro_KxMx = jax.tree.map(
+    lambda x: x.reshape(num_micro, rows // num_micro, *x.shape[1:]), inputs
+  )
+  k_model, k_sample = keys
+
+  def body(carry, xs):
+    grads_sum, sums_sum = carry
+    i, micro = xs
+    model = state_lib.merge_model(graphdef, state)
+    state_lib.reseed(model, jax.random.fold_in(k_model, i))
+    feats, flen = micro.pop('feats'), micro.pop('flen')
+    sample_key = jax.random.fold_in(k_sample, i)
+    (_, sums), grads = grad_fn(model, feats, flen, micro, sample_key, totals)
+    _, _, variables, _ = state_lib.split_model(model)
+    return (
+      jax.tree.map(jnp.add, grads_sum, grads),
+      jax.tree.map(jnp.add, sums_sum, sums),
+    ), variables
+
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  zero_sums = jax.tree.map(jnp.zeros_like, totals)
+  (grads, sums), variables_K = lax.scan(
+    body, (zeros, zero_sums), (jnp.arange(num_micro), micro_KxMx)
+  )
+  variables = jax.tree.map(
+    lambda x: (
+      jnp.mean(x, axis=0) if jnp.issubdtype(x.dtype, jnp.floating) else x[-1]
+    ),
+    variables_K,
+  )
+  return grads, sums, variables
 
 
 def eval_step(
@@ -353,6 +473,11 @@ def compile_steps(
   shard_map would insert that sum itself and an explicit psum would count
   every device N times). The train step donates the old state.
   """
+  accum = config.train.grad_accum_steps
+  if not isinstance(accum, int) or accum < 1:
+    raise ValueError(
+      f'config.train.grad_accum_steps must be an integer >= 1, got {accum!r}'
+    )
   batch_spec = P(AXIS)
   train = jax.jit(
     jax.shard_map(

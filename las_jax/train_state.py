@@ -18,6 +18,7 @@ import optax
 from flax import nnx, struct
 
 from las_jax import models, parallel
+from las_jax.models import execution
 
 
 @struct.dataclass
@@ -100,6 +101,9 @@ def create_train_state(
   every host computes the same parameters from the seed without a transfer.
   Batch norms are switched to cross-device statistics
   (`parallel.sync_batch_norm`), so 1 and N devices train the same function.
+  The model computes in `config.train.compute_dtype` and rematerializes
+  as `config.train.remat` says (`models.execution`); the parameters are
+  float32 either way.
 
   Args:
     config: the full config (`model` and `seed` are read).
@@ -114,6 +118,8 @@ def create_train_state(
   def build():
     model = models.build_model(config.model, vocab_size, nnx.Rngs(config.seed))
     parallel.sync_batch_norm(model)
+    execution.set_compute_dtype(model, config.train.compute_dtype)
+    execution.set_remat(model, config.train.remat)
     return model
 
   def init() -> TrainState:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from las_jax.models.conv import conv_same, filter_grad
+from las_jax.ops.conv import conv_same, filter_grad
 
 
 def reference(x, kernel):

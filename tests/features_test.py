@@ -83,6 +83,31 @@ def test_frame_lengths_match_librosa(cfg, n):
   assert feats.shape[1] == features.num_frames(n + 333, cfg)
 
 
+@pytest.mark.parametrize(
+  'sample_rate, n_fft, num_mels, fmin, fmax',
+  [
+    (16000, 320, 80, 0.0, None),  # KoSpeech's.
+    (16000, 320, 40, 0.0, None),
+    (16000, 400, 80, 20.0, 7600.0),
+    (22050, 512, 128, 0.0, None),
+    (8000, 256, 23, 300.0, 3400.0),  # Both ends in the linear region.
+  ],
+)
+def test_filterbank_is_librosas_bit_for_bit(
+  sample_rate, n_fft, num_mels, fmin, fmax
+):
+  # Built without librosa (accelerator hosts need no numba): the same bits.
+  mel_KxF, win_W = features._filterbank(
+    sample_rate, n_fft, num_mels, fmin, fmax, 'hann'
+  )
+  want = librosa.filters.mel(
+    sr=sample_rate, n_fft=n_fft, n_mels=num_mels, fmin=fmin, fmax=fmax
+  )
+  np.testing.assert_array_equal(mel_KxF, want.T)
+  window = librosa.filters.get_window('hann', n_fft, fftbins=True)
+  np.testing.assert_array_equal(win_W, window.astype(np.float32))
+
+
 def test_frame_lengths_zero_for_padding_rows(cfg):
   np.testing.assert_array_equal(
     features.frame_lengths(np.array([0, 1, 160, 480]), cfg), [0, 1, 2, 4]

@@ -122,7 +122,7 @@ def test_vgg_block_trains_under_jit_with_finite_gradients():
 def test_loop_matmul_gradients_match_autodiff():
   # loop_matmul.matmul takes its input gradient from a w.T formed once,
   # outside the scan; inside a scan it must equal autodiff of x @ w.
-  from las_jax.models.loop_matmul import matmul
+  from las_jax.ops.loop_matmul import matmul
 
   k = jax.random.split(jax.random.key(4), 3)
   h0 = jax.random.normal(k[0], (3, 5))
@@ -159,7 +159,7 @@ def test_lstm_recurrence_gradients_match_autodiff():
   # The listener's LSTM scan has a hand-written backward pass (dW_hh as
   # one matmul after the reverse loop); autodiff of the plain scan is the
   # reference, for both directions at once.
-  from las_jax.models.rnn import _lstm_forward, lstm_recurrence
+  from las_jax.ops.lstm import _lstm_forward, lstm_recurrence
 
   k = jax.random.split(jax.random.key(6), 3)
   xp = jax.random.normal(k[0], (6, 2, 3, 16))  # [T, D, B, 4H], H = 4

@@ -1,4 +1,5 @@
-"""A tiny LAS and a tiny DeepSpeech2 each memorize four utterances.
+"""A tiny LAS and a tiny DeepSpeech2 each memorize four utterances, in
+float32 and with bfloat16 mixed precision.
 
 Features are learnable but synthetic: every token owns a random 16-bin
 spectral pattern, held for 6-9 frames with noise, so a transcript can be
@@ -9,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
-from las_jax.models import CTC_BLANK_ID, build_model
+from las_jax.models import CTC_BLANK_ID, build_model, execution
 from las_jax.models.masking import sequence_mask
 from tests.models_test import tiny_model_config
 
@@ -57,11 +59,13 @@ def _train(model, loss_fn, steps):
   return float(loss)
 
 
-def test_las_overfits_four_utterances():
+@pytest.mark.parametrize('compute_dtype', ['float32', 'bfloat16'])
+def test_las_overfits_four_utterances(compute_dtype):
   config = tiny_model_config(
     encoder_hidden=32, decoder_hidden=64, pyramid_layers=()
   )
   model = build_model(config, VOCAB, nnx.Rngs(0))
+  execution.set_compute_dtype(model, compute_dtype)
   feats, lengths, targets = _data()
   tokens_in = jnp.concatenate(
     [jnp.full_like(targets[:, :1], SOS), targets[:, :-1]], axis=1
@@ -95,7 +99,8 @@ def test_las_overfits_four_utterances():
     assert hyp[: hyp.index(EOS)] == ref
 
 
-def test_deepspeech2_overfits_four_utterances():
+@pytest.mark.parametrize('compute_dtype', ['float32', 'bfloat16'])
+def test_deepspeech2_overfits_four_utterances(compute_dtype):
   config = tiny_model_config(
     name='deepspeech2',
     extractor='ds2',
@@ -104,6 +109,7 @@ def test_deepspeech2_overfits_four_utterances():
     encoder_layers=2,
   )
   model = build_model(config, VOCAB, nnx.Rngs(0))
+  execution.set_compute_dtype(model, compute_dtype)
   feats, lengths, targets = _data()
   labels = jnp.where(targets == EOS, 0, targets)  # CTC: no EOS.
 

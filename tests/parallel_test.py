@@ -212,7 +212,7 @@ def test_devices_draw_their_own_dropout_and_spec_augment(randomness):
     mesh = parallel.make_mesh(devices)
     tx, _ = optim.make_optimizer(config.train)
     graphdef, state = create_train_state(config, 12, tx, mesh)
-    train_fn, _, _ = steps.compile_steps(config, graphdef, tx, mesh, 8)
+    train_fn, _, _ = steps.compile_steps(config, graphdef, tx, mesh)
     batch = {k: np.repeat(x, devices, axis=0) for k, x in row.items()}
     _, metrics = train_fn(state, parallel.global_batch(batch, mesh))
     losses.append(float(parallel.fetch(metrics)['loss']))

@@ -411,3 +411,22 @@ def test_config_of_an_older_run_gets_new_fields_from_defaults(tmp_path):
   config = run_layout.load_config(tmp_path)
   assert tuple(config.model.vgg_channels) == (64, 128)
   assert config.model.encoder_hidden == 7
+
+
+def test_bfloat16_decoding_is_close_to_float32(run):
+  """compute_dtype='bfloat16' runs the matmuls in bfloat16 (the scores
+  move) and finds what float32 finds; the run's own dtype is the default."""
+  audio = [to_int16(signal(1.3, seed=5)), to_int16(signal(0.8, seed=6))]
+  f32, bf16 = (
+    Recognizer(run.model, run.config, run.vocab, beam_size=3, compute_dtype=d)
+    for d in ('float32', 'bfloat16')
+  )
+  want, got = (r.transcribe(audio, nbest=True) for r in (f32, bf16))
+  for w, g in zip(want, got, strict=True):
+    assert g[0].text == w[0].text
+    assert g[0].score != w[0].score
+    np.testing.assert_allclose(g[0].score, w[0].score, rtol=0.02)
+  default = Recognizer(run.model, run.config, run.vocab, beam_size=3)
+  assert default.transcribe(audio, nbest=True) == want
+  with pytest.raises(ValueError, match='compute_dtype.*float16'):
+    Recognizer(run.model, run.config, run.vocab, compute_dtype='float16')

@@ -46,6 +46,7 @@ from las_jax.inference import (
   pretrained,
   restore,
 )
+from las_jax.models import execution
 from las_jax.text import Vocabulary
 
 AudioInput = str | os.PathLike | np.ndarray
@@ -86,6 +87,7 @@ class Recognizer:
     length_bonus: float | None = None,
     length_penalty: float | None = None,
     max_tokens_per_second: float | None = None,
+    compute_dtype: str | None = None,
   ):
     """Wraps a model for decoding; options default to `config.decode`.
 
@@ -110,6 +112,10 @@ class Recognizer:
       length_penalty: beam search length penalty exponent (LAS).
       max_tokens_per_second: LAS token limit per second of audio, see
         `batch_search.SearchOptions.max_tokens`.
+      compute_dtype: 'float32' or 'bfloat16' (`models.execution`: mixed
+        precision); None uses `config.decode.compute_dtype`, whose None
+        means the run's `train.compute_dtype`. Sets the dtype of the model
+        (and of the language model) in place.
 
     Raises:
       ValueError: an option is out of range, a CTC mode was asked of a
@@ -147,9 +153,16 @@ class Recognizer:
         "shallow fusion needs a label-synchronous search: use ctc_mode 'joint'"
         ", 'rescore' or 'off' with a language model, or lm_weight=0"
       )
+    dtype = (
+      compute_dtype or config.decode.compute_dtype or config.train.compute_dtype
+    )
+    execution.set_compute_dtype(model, dtype, 'compute_dtype')
     self._graphdef, state = nnx.split(model)
     lm_graphdef, lm_state = (None, None)
     if self.language_model is not None:
+      execution.set_compute_dtype(
+        self.language_model.model, dtype, 'compute_dtype'
+      )
       lm_graphdef, lm_state = nnx.split(self.language_model.model)
     self._lm_graphdef = lm_graphdef
     self._state = (state, lm_state)

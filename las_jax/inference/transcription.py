@@ -370,7 +370,7 @@ def run(
       (`subtitles.FORMATS`), in `<output without .jsonl>/<input>.<fmt>`.
     **options: `Recognizer` options (beam_size, batch_size, ctc_mode,
       ctc_weight, lm_workdir, lm_weight, length_bonus, length_penalty,
-      max_tokens_per_second); None values mean the config's.
+      max_tokens_per_second, compute_dtype); None values mean the config's.
 
   Returns:
     The run's summary (also printed to stderr and written next to the

@@ -17,19 +17,25 @@ encoder frames when their width equals the decoder's (a learned projection
 is added only when the widths differ); multi-head attention always
 projects queries, keys and values (with biases) and has no output
 projection, as in KoSpeech's MultiHeadAttention.
+
+Mixed precision (the layers' `dtype` set, models/execution.py):
+projections, scores and the context are computed in `dtype`; the softmax
+and the attention weights are float32 (as flax's attention does).
 """
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from las_jax.models.loop_matmul import dense
+from las_jax.ops.loop_matmul import dense
 
 NEG_INF = -1e9
 ATTENTIONS = ('multi-head', 'location', 'additive')
 
 
 def masked_softmax(score_BxS: jax.Array, mask_BxS: jax.Array) -> jax.Array:
+  """float32 softmax over the frames where `mask_BxS` is True."""
+  score_BxS = score_BxS.astype(jnp.float32)
   return jax.nn.softmax(jnp.where(mask_BxS, score_BxS, NEG_INF), axis=-1)
 
 
@@ -90,9 +96,13 @@ class MultiHeadAttention(nnx.Module):
       k_BxHxSxd.shape[0],
     )
     score = jnp.einsum('bkhd,bhsd->bkhs', q_BxKxHxd, k_BxHxSxd)
-    score = score / jnp.sqrt(jnp.float32(q_BxKxHxd.shape[-1]))
+    score = score.astype(jnp.float32) / jnp.sqrt(
+      jnp.float32(q_BxKxHxd.shape[-1])
+    )
     attn_BxKxHxS = masked_softmax(score, enc_mask_BxS[:, None, None, :])
-    context = jnp.einsum('bkhs,bhsd->bkhd', attn_BxKxHxS, v_BxHxSxd)
+    context = jnp.einsum(
+      'bkhs,bhsd->bkhd', attn_BxKxHxS.astype(v_BxHxSxd.dtype), v_BxHxSxd
+    )
     attn_NxS = jnp.mean(attn_BxKxHxS, axis=2).reshape(n, -1)
     return context.reshape(n, d), attn_NxS
 
@@ -112,7 +122,9 @@ class AdditiveAttention(nnx.Module):
     self.value = _ValueProjection(enc_dim, dim, rngs)
 
   def precompute(self, enc_BxSxE):
-    return self.key(enc_BxSxE) + self.bias[...], self.value(enc_BxSxE)
+    keys_BxSxD = self.key(enc_BxSxE)
+    bias = self.bias[...].astype(keys_BxSxD.dtype)
+    return keys_BxSxD + bias, self.value(enc_BxSxE)
 
   def _attend(self, query_NxD, memory, enc_mask_BxS, extra_NxSxD=None):
     keys_BxSxD, values_BxSxD = memory
@@ -125,7 +137,9 @@ class AdditiveAttention(nnx.Module):
       pre_BxKxSxD = pre_BxKxSxD + _per_utterance(extra_NxSxD, b)
     score_BxKxS = self.score(jnp.tanh(pre_BxKxSxD))[..., 0]
     attn_BxKxS = masked_softmax(score_BxKxS, enc_mask_BxS[:, None, :])
-    context = jnp.einsum('bks,bsd->bkd', attn_BxKxS, values_BxSxD)
+    context = jnp.einsum(
+      'bks,bsd->bkd', attn_BxKxS.astype(values_BxSxD.dtype), values_BxSxD
+    )
     n = query_NxD.shape[0]
     return context.reshape(n, -1), attn_BxKxS.reshape(n, s)
 

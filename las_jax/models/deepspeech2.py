@@ -5,12 +5,16 @@ Each recurrent layer is KoSpeech's BNReluRNN: batch norm over features
 output layer is Linear(2H, H) -> ReLU -> Linear(H, V, no bias). CTC blank
 is PAD_ID 0: padding never appears inside a target, so the id is free, and
 no extra vocabulary entry is needed.
+
+With a remat policy each BN-ReLU-BiRNN layer runs under `jax.checkpoint`
+(models/execution.py); the logits are float32 under mixed precision.
 """
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from las_jax.models.execution import maybe_remat
 from las_jax.models.extractors import build_extractor
 from las_jax.models.listener import Encoded
 from las_jax.models.masking import MaskedBatchNorm, zero_padding
@@ -52,18 +56,25 @@ class DeepSpeech2(nnx.Module):
     self.out = nnx.Linear(
       config.encoder_hidden, vocab_size, use_bias=False, rngs=rngs
     )
+    # jax.checkpoint policy of each RNN layer (execution.py); 'none' = off.
+    self.remat_policy = 'none'
 
   def encode(self, feats_BxTxF, lengths_B, *, train: bool = False) -> Encoded:
     """Returns `Encoded` with CTC logits (blank = 0) set."""
     x, lengths_B = self.extractor(feats_BxTxF, lengths_B, train=train)
+
+    def bn_relu_rnn(norm, layer, x, lengths_B):
+      x = norm(x, lengths_B, train=train, activation=jax.nn.relu)
+      return layer(x, lengths_B)
+
+    bn_relu_rnn = maybe_remat(bn_relu_rnn, self.remat_policy)
     for i, (norm, layer) in enumerate(
       zip(self.norms, self.layers, strict=True)
     ):
       if i > 0:
         x = self.dropout(x, deterministic=not train)
-      x = norm(x, lengths_B, train=train, activation=jax.nn.relu)
-      x = layer(x, lengths_B)
-    ctc = self.out(jax.nn.relu(self.fc(x)))
+      x = bn_relu_rnn(norm, layer, x, lengths_B)
+    ctc = self.out(jax.nn.relu(self.fc(x))).astype(jnp.float32)
     lengths_B = lengths_B.astype(jnp.int32)
     return Encoded(x, lengths_B, zero_padding(ctc, lengths_B))
 

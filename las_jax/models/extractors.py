@@ -10,6 +10,11 @@ channel-major, as KoSpeech does, so a frame of the VGG extractor on 80 bins
 is 128 * 20 = 2560 wide. After every convolution, batch norm, activation
 and pooling, frames past each utterance's (new) length are zeroed again
 (KoSpeech's MaskCNN) so padding never leaks into valid frames.
+
+Under mixed precision the convolutions take `dtype` operands and the
+blocks pass `dtype` activations on (batch-norm statistics are float32).
+With a remat policy each conv block (with the pool after it) runs under
+`jax.checkpoint` (models/execution.py).
 """
 
 from collections.abc import Callable, Sequence
@@ -19,8 +24,10 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from las_jax.models.conv import NHWC, conv_same
+from las_jax.models.execution import cast, maybe_remat
 from las_jax.models.masking import MaskedBatchNorm, zero_padding
+from las_jax.ops.conv import NHWC, conv_same
+from las_jax.ops.max_pool import max_pool_2x2
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
   # KoSpeech's default: Hardtanh(0, 20), a clipped ReLU.
@@ -80,7 +87,7 @@ class _MaskedConvBlock(nnx.Module):
       )
     self.activation = activation
     # Stride-1 'same' convs (all of VGG's) go through conv_same: on CPU,
-    # Winograd or direct with hand-written backward passes (conv.py).
+    # Winograd or direct with hand-written backward passes (ops/conv.py).
     self.same = stride_tf == (1, 1) and pad_tf == (
       kernel_tf[0] // 2,
       kernel_tf[1] // 2,
@@ -97,11 +104,14 @@ class _MaskedConvBlock(nnx.Module):
       rngs=rngs,
     )
     self.bn = MaskedBatchNorm(out_ch)
+    # Compute dtype of the convolution; None = float32 (execution.py).
+    self.dtype = None
 
   def __call__(self, x_BxFxTxC, lengths_B, *, train: bool):
     # Input frames past the length are already zero, so the conv's view of
     # them equals its own zero padding in an unpadded batch.
-    kernel_FxTxIxO = jnp.swapaxes(self.conv.kernel[...], 0, 1)
+    x_BxFxTxC = cast(x_BxFxTxC, self.dtype)
+    kernel_FxTxIxO = cast(jnp.swapaxes(self.conv.kernel[...], 0, 1), self.dtype)
     if self.same:
       y = conv_same(x_BxFxTxC, kernel_FxTxIxO)
     else:
@@ -129,60 +139,10 @@ class _MaskedConvBlock(nnx.Module):
     return y, lengths_B
 
 
-def _window_taps(x_BxHxWxC):
-  """The four taps of each 2x2 window, in row-major order: [B, H/2, W/2, C]
-  each (even H, W)."""
-  b, h, w, c = x_BxHxWxC.shape
-  x = x_BxHxWxC.reshape(b, h // 2, 2, w // 2, 2, c)
-  return x[:, :, 0, :, 0], x[:, :, 0, :, 1], x[:, :, 1, :, 0], x[:, :, 1, :, 1]
-
-
-def _max_of(t00, t01, t10, t11):
-  return jnp.maximum(jnp.maximum(t00, t01), jnp.maximum(t10, t11))
-
-
-@jax.custom_vjp
-def _window_max(x_BxHxWxC):
-  """Max over each 2x2 window of an even-sized [B, H, W, C]."""
-  return _max_of(*_window_taps(x_BxHxWxC))
-
-
-def _window_max_fwd(x_BxHxWxC):
-  return _window_max(x_BxHxWxC), x_BxHxWxC
-
-
-def _window_max_bwd(x_BxHxWxC, dy_BxSxGxC):
-  # The whole gradient goes to the first tap equal to the max in row-major
-  # order (PyTorch's choice; on [F, T] windows, as KoSpeech's), in one
-  # pass. The max is recomputed here from the same taps, so some tap
-  # always equals it; were none to, the last tap takes it.
-  # Autodiff of the elementwise maxima took ~5x longer (pad and select
-  # passes), and jnp.max over window axes divides by the tie count, which
-  # gave NaN when XLA recomputed the fused producer with other rounding.
-  taps = _window_taps(x_BxHxWxC)
-  m = _max_of(*taps)
-  zeros = jnp.zeros_like(dy_BxSxGxC)
-  taken = jnp.zeros(m.shape, bool)
-  grads = []
-  for tap in taps[:3]:
-    first = (tap == m) & ~taken
-    grads.append(jnp.where(first, dy_BxSxGxC, zeros))
-    taken = taken | first
-  grads.append(jnp.where(taken, zeros, dy_BxSxGxC))
-  b, s, g, c = dy_BxSxGxC.shape
-  dx = jnp.stack(
-    [jnp.stack(grads[:2], axis=3), jnp.stack(grads[2:], axis=3)], axis=2
-  )
-  return (dx.reshape(b, 2 * s, 2 * g, c),)
-
-
-_window_max.defvjp(_window_max_fwd, _window_max_bwd)
-
-
 def _max_pool_2x2(x_BxFxTxC, lengths_B):
   """MaxPool2d(2, stride 2) (floor mode), new lengths = lengths // 2."""
   _, f, t, _ = x_BxFxTxC.shape
-  y = _window_max(x_BxFxTxC[:, : f // 2 * 2, : t // 2 * 2])
+  y = max_pool_2x2(x_BxFxTxC[:, : f // 2 * 2, : t // 2 * 2])
   lengths_B = lengths_B // 2
   return zero_padding(y, lengths_B, time_axis=2), lengths_B
 
@@ -224,14 +184,24 @@ class VGGExtractor(nnx.Module):
       [block(1, c0), block(c0, c0), block(c0, c1), block(c1, c1)]
     )
     self.output_dim = c1 * ((input_dim // 2) // 2)
+    # jax.checkpoint policy of each block (execution.py); 'none' = off.
+    self.remat_policy = 'none'
 
   def __call__(self, feats_BxTxF, lengths_B, *, train: bool):
     """Returns (out_BxSxD, out_lengths_B) with S = T // 4."""
+
+    def conv(block, x, lengths_B):
+      return block(x, lengths_B, train=train)
+
+    def conv_pool(block, x, lengths_B):
+      return _max_pool_2x2(*block(x, lengths_B, train=train))
+
+    # The pool joins its block: the pooled output, 4x smaller, is what a
+    # rematerialized pair keeps for the backward pass.
+    stages = [maybe_remat(f, self.remat_policy) for f in (conv, conv_pool)]
     x = _to_planes(feats_BxTxF, lengths_B)
     for i, block in enumerate(self.blocks):
-      x, lengths_B = block(x, lengths_B, train=train)
-      if i % 2 == 1:
-        x, lengths_B = _max_pool_2x2(x, lengths_B)
+      x, lengths_B = stages[i % 2](block, x, lengths_B)
     return _flatten(x), lengths_B
 
 
@@ -279,12 +249,19 @@ class DeepSpeech2Extractor(nnx.Module):
     f = (input_dim + 2 * 20 - 41) // 2 + 1
     f = (f + 2 * 10 - 21) // 2 + 1
     self.output_dim = channels * f
+    # jax.checkpoint policy of each block (execution.py); 'none' = off.
+    self.remat_policy = 'none'
 
   def __call__(self, feats_BxTxF, lengths_B, *, train: bool):
     """Returns (out_BxSxD, out_lengths_B) with S = ceil(T / 2)."""
+
+    def conv(block, x, lengths_B):
+      return block(x, lengths_B, train=train)
+
+    conv = maybe_remat(conv, self.remat_policy)
     x = _to_planes(feats_BxTxF, lengths_B)
     for block in self.blocks:
-      x, lengths_B = block(x, lengths_B, train=train)
+      x, lengths_B = conv(block, x, lengths_B)
     return _flatten(x), lengths_B
 
 

@@ -5,6 +5,9 @@ Pyramidal reduction (pBLSTM, Chan et al. 2016): before each layer listed in
 time; new lengths are `lengths // 2` (floor: an odd last frame is dropped,
 as the LAS paper's reshape does). Both frames of every kept pair are valid,
 so the reduction is exactly padding-invariant.
+
+With a remat policy each recurrent layer runs under `jax.checkpoint`
+(models/execution.py); the CTC logits are float32 under mixed precision.
 """
 
 from collections.abc import Sequence
@@ -14,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from las_jax.models.execution import maybe_remat
 from las_jax.models.extractors import build_extractor
 from las_jax.models.masking import zero_padding
 from las_jax.models.rnn import RNNLayer
@@ -93,18 +97,21 @@ class Listener(nnx.Module):
     self.ctc = (
       nnx.Linear(in_dim, ctc_vocab_size, rngs=rngs) if ctc_vocab_size else None
     )
+    # jax.checkpoint policy of each RNN layer (execution.py); 'none' = off.
+    self.remat_policy = 'none'
 
   def __call__(self, feats_BxTxF, lengths_B, *, train: bool) -> Encoded:
     """Encodes log-mel frames; see `Encoded`."""
     x, lengths_B = self.extractor(feats_BxTxF, lengths_B, train=train)
+    run = maybe_remat(lambda layer, x, n: layer(x, n), self.remat_policy)
     for i, layer in enumerate(self.layers):
       if i in self.pyramid_layers:
         x, lengths_B = pyramid_reduce(x, lengths_B)
       if i > 0:
         # PyTorch's LSTM(dropout=p): on every layer's output but the last.
         x = self.dropout(x, deterministic=not train)
-      x = layer(x, lengths_B)
+      x = run(layer, x, lengths_B)
     ctc = None
     if self.ctc is not None:
-      ctc = zero_padding(self.ctc(x), lengths_B)
+      ctc = zero_padding(self.ctc(x).astype(jnp.float32), lengths_B)
     return Encoded(x, lengths_B.astype(jnp.int32), ctc)

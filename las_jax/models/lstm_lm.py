@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from las_jax.models.loop_matmul import dense
 from las_jax.models.speller import LSTMCell
+from las_jax.ops.loop_matmul import dense
 
 Carry = dict[str, jax.Array]
 

@@ -7,7 +7,7 @@ Speed on CPU comes from two choices:
 - both directions run in ONE `lax.scan`: the backward direction's inputs
   are reversed within each utterance's length, stacked with the forward
   inputs on a direction axis, and the per-direction recurrent matmuls are
-  one batched einsum.
+  one batched einsum (for LSTM, `las_jax.ops.lstm`).
 
 Length awareness: reversing within the length puts every utterance's valid
 frames first in both directions, so each direction starts from a zero state
@@ -17,13 +17,19 @@ at padded frames are zeroed.
 
 Gate layouts follow PyTorch: LSTM (i, f, g, o); GRU (r, z, n) with
 n = tanh(x W_in + b_in + r * (h W_hn + b_hn)).
+
+Mixed precision (`dtype` set, see `models/execution.py`): the matmuls run
+in `dtype`; gate sums, cell and hidden states are float32; a layer's
+output is cast to `dtype`.
 """
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from las_jax.models.execution import cast
 from las_jax.models.masking import zero_padding
+from las_jax.ops.lstm import lstm_recurrence
 
 GATES = {'lstm': 4, 'gru': 3, 'rnn': 1}
 
@@ -79,90 +85,6 @@ def cell_update(rnn_type, x_proj, h, c, recur, b_hh):
   return jnp.tanh(x_proj + h_proj), c
 
 
-def _lstm_forward(xp_TxDxBxG, w_hh_DxHxG):
-  """Scanned LSTM steps; returns (hs, (hs, cs, gate activations))."""
-  _, d, b, _ = xp_TxDxBxG.shape
-  zeros = jnp.zeros((d, b, w_hh_DxHxG.shape[1]), xp_TxDxBxG.dtype)
-
-  def body(carry, xp_DxBxG):
-    h, c = carry
-    z = xp_DxBxG + jnp.einsum('dbh,dhg->dbg', h, w_hh_DxHxG)
-    i, f, g, o = jnp.split(z, 4, axis=-1)
-    i, f, g, o = (
-      jax.nn.sigmoid(i),
-      jax.nn.sigmoid(f),
-      jnp.tanh(g),
-      jax.nn.sigmoid(o),
-    )
-    c = f * c + i * g
-    h = o * jnp.tanh(c)
-    return (h, c), (h, c, jnp.concatenate([i, f, g, o], axis=-1))
-
-  _, (hs, cs, acts) = jax.lax.scan(body, (zeros, zeros), xp_TxDxBxG)
-  return hs, (hs, cs, acts)
-
-
-@jax.custom_vjp
-def lstm_recurrence(xp_TxDxBxG: jax.Array, w_hh_DxHxG: jax.Array):
-  """LSTM over time from zero state: [T, D, B, 4H] -> hs [T, D, B, H].
-
-  `xp` holds the input projections (with biases) of every step, gates in
-  PyTorch's order (i, f, g, o); D independent directions/stacks share the
-  scan. Written out with its backward pass: autodiff of the scan adds each
-  step's [D, H, 4H] outer product into the W_hh gradient inside the
-  reverse loop (a full read-modify-write of W_hh per step); here the
-  reverse loop only carries dh and dc, and dW_hh is one matmul over all
-  steps afterwards.
-  """
-  return _lstm_forward(xp_TxDxBxG, w_hh_DxHxG)[0]
-
-
-def _lstm_recurrence_fwd(xp_TxDxBxG, w_hh_DxHxG):
-  hs, residuals = _lstm_forward(xp_TxDxBxG, w_hh_DxHxG)
-  return hs, (residuals, w_hh_DxHxG)
-
-
-def _lstm_recurrence_bwd(res, dhs_TxDxBxH):
-  (hs, cs, acts), w_hh = res
-  # Transposed once here: contracting W_hh's minor axis inside the loop
-  # ran ~2.4x slower per step on CPU (the weight was re-laid out each step).
-  w_hh_t_DxGxH = jnp.swapaxes(w_hh, 1, 2)
-  zeros = jnp.zeros_like(hs[:1])
-  h_prev = jnp.concatenate([zeros, hs[:-1]])
-  c_prev = jnp.concatenate([zeros, cs[:-1]])
-
-  def body(carry, inputs):
-    dh_next, dc_next = carry
-    dh_out, c, c_before, act = inputs
-    i, f, g, o = jnp.split(act, 4, axis=-1)
-    dh = dh_out + dh_next
-    tc = jnp.tanh(c)
-    dc = dc_next + dh * o * (1.0 - tc * tc)
-    dz = jnp.concatenate(
-      [
-        dc * g * i * (1.0 - i),
-        dc * c_before * f * (1.0 - f),
-        dc * i * (1.0 - g * g),
-        dh * tc * o * (1.0 - o),
-      ],
-      axis=-1,
-    )
-    dh_prev = jnp.einsum('dbg,dgh->dbh', dz, w_hh_t_DxGxH)
-    return (dh_prev, dc * f), dz
-
-  _, dz_TxDxBxG = jax.lax.scan(
-    body,
-    (zeros[0], zeros[0]),
-    (dhs_TxDxBxH, cs, c_prev, acts),
-    reverse=True,
-  )
-  dw_hh = jnp.einsum('tdbh,tdbg->dhg', h_prev, dz_TxDxBxG)
-  return dz_TxDxBxG, dw_hh
-
-
-lstm_recurrence.defvjp(_lstm_recurrence_fwd, _lstm_recurrence_bwd)
-
-
 class RNNLayer(nnx.Module):
   """One (bi)directional recurrent layer over padded, length-aware input.
 
@@ -196,6 +118,8 @@ class RNNLayer(nnx.Module):
       self.b_hh = nnx.Param(pytorch_uniform(rngs.params(), (d, gh), hidden))
     else:
       self.b_hh = None
+    # Compute dtype of the matmuls; None = float32 (models/execution.py).
+    self.dtype = None
 
   @property
   def output_dim(self) -> int:
@@ -209,9 +133,13 @@ class RNNLayer(nnx.Module):
     # Hoisted input projection for all steps and directions: one
     # batch-major matmul, then time-major (with a time-major einsum XLA
     # transposed the wide input for the weight gradient: ~5% of a step).
-    xp_TxBxDxG = jnp.swapaxes(
-      jnp.einsum('bti,ig->btg', x_BxTxI, self.w_ih[...]) + self.b_ih[...], 0, 1
-    ).reshape(t, b, d, gh)
+    dtype = self.dtype
+    x_proj = jnp.einsum(
+      'bti,ig->btg', cast(x_BxTxI, dtype), cast(self.w_ih[...], dtype)
+    ).astype(jnp.float32)
+    xp_TxBxDxG = jnp.swapaxes(x_proj + self.b_ih[...], 0, 1).reshape(
+      t, b, d, gh
+    )
     # Direction-major inside the scan: the recurrent einsum is then a
     # plain batched matmul over d. With d in the middle ('bdh,dhg->bdg')
     # XLA:CPU transposes at every step and the scan ran 10x slower.
@@ -222,12 +150,13 @@ class RNNLayer(nnx.Module):
         jnp.take_along_axis(xp_TxBxDxG[:, :, 1], rev_BxT.T[:, :, None], 0)
       )
     xp_TxDxBxG = jnp.stack(xs_DxTxBxG, axis=1)
-    w_hh = self.w_hh[...]
+    w_hh = cast(self.w_hh[...], dtype)
     b_hh = 0.0 if self.b_hh is None else self.b_hh[...][:, None, :]
     rnn_type = self.rnn_type
 
     def recur(h_DxBxH):
-      return jnp.einsum('dbh,dhg->dbg', h_DxBxH, w_hh)
+      h_proj = jnp.einsum('dbh,dhg->dbg', cast(h_DxBxH, dtype), w_hh)
+      return h_proj.astype(jnp.float32)
 
     def body(carry, xp_DxBxG):
       h_new, c_new = cell_update(rnn_type, xp_DxBxG, *carry, recur, b_hh)
@@ -236,7 +165,7 @@ class RNNLayer(nnx.Module):
     if rnn_type == 'lstm':
       hs_TxDxBxH = lstm_recurrence(xp_TxDxBxG, w_hh)
     else:
-      zeros = jnp.zeros((d, b, h), x_BxTxI.dtype)
+      zeros = jnp.zeros((d, b, h), jnp.float32)
       _, hs_TxDxBxH = jax.lax.scan(body, (zeros, zeros), xp_TxDxBxG)
     outs_TxBxH = [hs_TxDxBxH[:, 0]]
     if d == 2:
@@ -244,4 +173,4 @@ class RNNLayer(nnx.Module):
         jnp.take_along_axis(hs_TxDxBxH[:, 1], rev_BxT.T[:, :, None], 0)
       )
     out_BxTxDH = jnp.concatenate(outs_TxBxH, axis=-1).transpose(1, 0, 2)
-    return zero_padding(out_BxTxDH, lengths_B)
+    return cast(zero_padding(out_BxTxDH, lengths_B), dtype)

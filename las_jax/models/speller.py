@@ -23,20 +23,30 @@ norms and the output layer take all steps at once (speller forward +
 backward 0.24 -> 0.08 s on the peers' benchmark, CPU).
 
 The step's carry is a dict of arrays with a leading batch axis (so beam
-search can gather it): `h`, `c` [B, layers, D] LSTM state, `context`
-[B, D] the previous context vector, `attn` [B, S] the previous attention
-weights (location-aware attention's input).
+search can gather it): `h`, `c` [B, layers, D] LSTM state (float32),
+`context` [B, D] the previous context vector (the encoder's dtype), `attn`
+[B, S] the previous attention weights (float32; location-aware
+attention's input).
+
+Mixed precision (`dtype` set, models/execution.py): matmuls run in
+`dtype`; LSTM gate sums and states, attention weights and the logits are
+float32.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from las_jax.models.attention import build_attention
-from las_jax.models.loop_matmul import dense, matmul
-from las_jax.models.rnn import cell_update, lstm_recurrence, pytorch_uniform
+from las_jax.models.execution import cast
+from las_jax.models.rnn import cell_update, pytorch_uniform
+from las_jax.ops.loop_matmul import dense, matmul
+from las_jax.ops.lstm import lstm_recurrence
 
 Carry = dict[str, jax.Array]
+F32 = jnp.float32
 
 
 class LSTMCell(nnx.Module):
@@ -50,18 +60,29 @@ class LSTMCell(nnx.Module):
     self.w_hh = nnx.Param(
       pytorch_uniform(rngs.params(), (hidden, 4 * hidden), hidden)
     )
+    # Compute dtype of the matmuls; None = float32 (execution.py).
+    self.dtype = None
+
+  def _matmul(self, x_BxI, w_IxG):
+    """x @ w in the compute dtype, as float32 (for the gate sums)."""
+    d = self.dtype
+    return matmul(cast(x_BxI, d), cast(w_IxG, d)).astype(F32)
 
   def __call__(self, x_BxI, h_BxH, c_BxH):
-    x_proj = matmul(x_BxI, self.w_ih[...]) + self.b[...]
+    x_proj = self._matmul(x_BxI, self.w_ih[...]) + self.b[...]
     w_hh = self.w_hh[...]
     return cell_update(
-      'lstm', x_proj, h_BxH, c_BxH, lambda h: matmul(h, w_hh), 0.0
+      'lstm', x_proj, h_BxH, c_BxH, lambda h: self._matmul(h, w_hh), 0.0
     )
 
   def over_time(self, x_LxBxI: jax.Array) -> jax.Array:
     """The cell from zero state over all steps: [L, B, I] -> [L, B, H]."""
-    x_proj = jnp.einsum('lbi,ig->lbg', x_LxBxI, self.w_ih[...]) + self.b[...]
-    return lstm_recurrence(x_proj[:, None], self.w_hh[...][None])[:, 0]
+    d = self.dtype
+    x_proj = jnp.einsum(
+      'lbi,ig->lbg', cast(x_LxBxI, d), cast(self.w_ih[...], d)
+    ).astype(F32)
+    w_hh = cast(self.w_hh[...], d)
+    return lstm_recurrence((x_proj + self.b[...])[:, None], w_hh[None])[:, 0]
 
 
 class Speller(nnx.Module):
@@ -99,6 +120,8 @@ class Speller(nnx.Module):
     self.proj_norm = nnx.LayerNorm(hidden, epsilon=1e-5, rngs=rngs)
     self.out = nnx.Linear(hidden, vocab_size, use_bias=False, rngs=rngs)
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    # Compute dtype (dropout masks); None = float32 (execution.py).
+    self.dtype = None
 
   def precompute(self, enc_BxSxH: jax.Array):
     """Encoder-side attention projections; pass as `step(..., memory=)`."""
@@ -107,17 +130,17 @@ class Speller(nnx.Module):
   def init_carry(self, enc_BxSxH: jax.Array, enc_mask_BxS: jax.Array) -> Carry:
     """Zero LSTM state, zero context and zero previous attention."""
     b, s = enc_mask_BxS.shape
-    zeros = jnp.zeros((b, self.num_layers, self.hidden), enc_BxSxH.dtype)
+    zeros = jnp.zeros((b, self.num_layers, self.hidden), F32)
     return {
       'h': zeros,
       'c': zeros,
       'context': jnp.zeros((b, self.hidden), enc_BxSxH.dtype),
-      'attn': jnp.zeros((b, s), enc_BxSxH.dtype),
+      'attn': jnp.zeros((b, s), F32),
     }
 
   def _head(self, o_xD: jax.Array) -> jax.Array:
-    """Output layer: logits [..., V] from the normalized features."""
-    return dense(self.out, jnp.tanh(o_xD))
+    """Output layer: float32 logits [..., V] from the normalized features."""
+    return dense(self.out, jnp.tanh(o_xD)).astype(F32)
 
   def _output_features(self, context_xD, query_xD):
     """The two AddNorms after attention: o_xD, the output layer's input."""
@@ -226,11 +249,10 @@ class Speller(nnx.Module):
     in0 = self.cells[0].w_ih[...].shape[0]
     # Dropout masks drawn outside the scan: the body stays free of RNG
     # state (ones when not training, so eval matches `step` exactly).
-    emb_masks = self.dropout(
-      jnp.ones((length, b, in0)), deterministic=not train
-    )
+    ones = functools.partial(jnp.ones, dtype=self.dtype or F32)
+    emb_masks = self.dropout(ones((length, b, in0)), deterministic=not train)
     mid_masks = self.dropout(
-      jnp.ones((length, max(self.num_layers - 1, 1), b, self.hidden)),
+      ones((length, max(self.num_layers - 1, 1), b, self.hidden)),
       deterministic=not train,
     )
     tokens_LxB = tokens_in_BxL.T

@@ -1,8 +1,10 @@
 """Stride-1 'same' 2-D convolutions with backward passes fit for XLA:CPU.
 
 `conv_same` is the convolution of the VGG extractor. On GPU and TPU it is
-XLA's convolution (cuDNN's or the TPU's kernels, autodiff gradients). On
-CPU it takes one of two paths, both with hand-written backward passes:
+`conv_same_reference`, XLA's convolution (cuDNN's or the TPU's kernels,
+autodiff gradients). On CPU it is `conv_same_cpu`, which takes one of two
+paths, both with hand-written backward passes (computed in float32 for
+bfloat16 inputs):
 
 * 3x3 kernels on inputs of `_WINOGRAD_MIN_CHANNELS` channels or more
   (every VGG layer but the first) run XLA's convolution forward and a
@@ -103,11 +105,17 @@ def conv_same(x_BxHxWxC: jax.Array, kernel_HxWxIxO: jax.Array) -> jax.Array:
   """
   _check_kernel(kernel_HxWxIxO)
   return lax.platform_dependent(
-    x_BxHxWxC, kernel_HxWxIxO, cpu=_cpu_conv, default=_conv
+    x_BxHxWxC,
+    kernel_HxWxIxO,
+    cpu=conv_same_cpu,
+    default=conv_same_reference,
   )
 
 
-def _conv(x_BxHxWxC, kernel_HxWxIxO):
+def conv_same_reference(
+  x_BxHxWxC: jax.Array, kernel_HxWxIxO: jax.Array
+) -> jax.Array:
+  """`conv_same` as XLA's convolution; JAX derives its gradients."""
   ph, pw = _check_kernel(kernel_HxWxIxO)
   return lax.conv_general_dilated(
     x_BxHxWxC,
@@ -118,13 +126,20 @@ def _conv(x_BxHxWxC, kernel_HxWxIxO):
   )
 
 
+def conv_same_cpu(x_BxHxWxC: jax.Array, kernel_HxWxIxO: jax.Array):
+  """`conv_same` with the hand-written gradients of the module doc."""
+  with jax.named_scope('conv_same_cpu'):  # Names its ops (ops/__init__).
+    return _conv_same_vjp(x_BxHxWxC, kernel_HxWxIxO)
+
+
 @jax.custom_vjp
-def _cpu_conv(x_BxHxWxC, kernel_HxWxIxO):
-  return _conv(x_BxHxWxC, kernel_HxWxIxO)
+def _conv_same_vjp(x_BxHxWxC, kernel_HxWxIxO):
+  return conv_same_reference(x_BxHxWxC, kernel_HxWxIxO)
 
 
 def _cpu_conv_fwd(x_BxHxWxC, kernel_HxWxIxO):
-  return _conv(x_BxHxWxC, kernel_HxWxIxO), (x_BxHxWxC, kernel_HxWxIxO)
+  y = conv_same_reference(x_BxHxWxC, kernel_HxWxIxO)
+  return y, (x_BxHxWxC, kernel_HxWxIxO)
 
 
 def _cpu_conv_bwd(residuals, dy_BxHxWxO):
@@ -134,11 +149,14 @@ def _cpu_conv_bwd(residuals, dy_BxHxWxO):
     and x_BxHxWxC.shape[-1] >= _WINOGRAD_MIN_CHANNELS
   )
   grads = _winograd_grads if winograd else _direct_grads
-  dx, dkernel = grads(x_BxHxWxC, kernel_HxWxIxO, dy_BxHxWxO)
-  return dx, dkernel.astype(kernel_HxWxIxO.dtype)
+  # float32 (a no-op for float32 inputs): the transforms' coefficients up
+  # to 8 and the tile sums would lose bfloat16's few digits.
+  f32 = [a.astype(jnp.float32) for a in (x_BxHxWxC, kernel_HxWxIxO)]
+  dx, dkernel = grads(*f32, dy_BxHxWxO.astype(jnp.float32))
+  return dx.astype(x_BxHxWxC.dtype), dkernel.astype(kernel_HxWxIxO.dtype)
 
 
-_cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
+_conv_same_vjp.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
 
 
 # ------------------------------------------------------------- Winograd --
@@ -278,7 +296,7 @@ def filter_grad(x_BxHxWxC: jax.Array, dy_BxHxWxO: jax.Array, kh: int, kw: int):
 def _direct_grads(x_BxHxWxC, kernel_HxWxIxO, dy_BxHxWxO):
   """(dx, dkernel): XLA's input gradient, `filter_grad`."""
   # The input gradient is a convolution XLA runs well: let it derive one.
-  _, vjp = jax.vjp(lambda x: _conv(x, kernel_HxWxIxO), x_BxHxWxC)
+  _, vjp = jax.vjp(lambda x: conv_same_reference(x, kernel_HxWxIxO), x_BxHxWxC)
   (dx_BxHxWxC,) = vjp(dy_BxHxWxO)
   kh, kw = kernel_HxWxIxO.shape[:2]
   return dx_BxHxWxC, filter_grad(x_BxHxWxC, dy_BxHxWxO, kh, kw)
