@@ -125,7 +125,7 @@ def host_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   n = mesh.devices.size
   if global_batch_size % n:
     raise ValueError(
-      f'config.train.batch_size={global_batch_size} is not divisible by the '
+      f'config.input.batch_size={global_batch_size} is not divisible by the '
       f'{n} devices of the mesh; use a multiple of {n}.'
     )
   local_devices = sum(

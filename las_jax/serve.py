@@ -14,9 +14,11 @@ program (seconds); later ones reuse it.
 
 import sys
 
+import jax
 import uvicorn
 from absl import app, flags, logging
 
+from las_jax import compilation_cache
 from las_jax.inference import pretrained, restore, web_demo
 from las_jax.inference.recognizer import Recognizer
 
@@ -91,6 +93,7 @@ def load(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  compilation_cache.enable_by_default()
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax's INFO lines.
   try:
@@ -126,4 +129,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  jax.config.config_with_absl()
   app.run(main)
