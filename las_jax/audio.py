@@ -10,9 +10,10 @@ one rule whatever the rate, channel count or format:
 1. samples as float: integer formats divided by their full scale (int16 by
    32768, exactly as libsndfile does), floating-point formats as stored;
 2. non-finite samples (NaN, Inf) refuse the input, naming it;
-3. floats whose peak exceeds 2 (6 dB over full scale) are int16-scale
-   values and are divided by 32768, with a warning; samples past full
-   scale are counted and clipped, with a warning;
+3. floats past 2 (6 dB over full scale) that are all whole numbers, or
+   past 256 (48 dB over) at all, are int16-scale values and are divided
+   by 32768, with a warning; other samples past full scale (a float file
+   mixed too hot) are counted and clipped, with a warning;
 4. channels averaged, soxr HQ resampling, rounding to int16 with clipping.
 
 Problems that do not stop a file are reported as `AudioWarning`s naming
@@ -37,9 +38,12 @@ PCM_EXTENSIONS = ('.pcm', '.raw')
 PCM_SAMPLE_RATE = 16000
 # Most channels an array may have; more makes [C, N] vs [N, C] ambiguous.
 MAX_CHANNELS = 8
-# Float peaks above this are read as int16-scale values (divided by 32768);
-# up to it, as [-1, 1] audio that went past full scale (clipped).
+# Floats peaking above INT16_SCALE_PEAK whose samples are all whole numbers
+# (integers converted to float), or peaking above HOT_FLOAT_PEAK whatever
+# they are, are read as int16-scale values (divided by 32768); others, as
+# [-1, 1] audio that went past full scale (clipped).
 INT16_SCALE_PEAK = 2.0
+HOT_FLOAT_PEAK = 256.0
 # An input whose mean-removed peak stays below this is silent (-60 dBFS,
 # 32 on the int16 scale): constant (DC) signals and dither noise.
 SILENCE_PEAK_DBFS = -60.0
@@ -242,16 +246,19 @@ def _float_signal(samples: np.ndarray, name: str, warn: Warn) -> np.ndarray:
       f'{name}: {bad} of {samples.size} samples are not finite (NaN or Inf)'
     )
   peak = float(np.max(np.abs(samples)))
-  if peak > INT16_SCALE_PEAK:
+  if peak > HOT_FLOAT_PEAK or (
+    peak > INT16_SCALE_PEAK and np.array_equal(samples, np.round(samples))
+  ):
     if peak > 2 * 32768:
       raise AudioError(
         f'{name}: float samples reach {peak:.4g}, beyond both the [-1, 1] '
         'and the int16 scale'
       )
     warn(
-      f'{name}: float samples reach {peak:.0f}, so they were taken as '
-      'int16-scale values and divided by 32768 (float audio should lie in '
-      '[-1, 1])'
+      f'{name}: float samples reach {peak:.0f}'
+      f'{" in whole numbers" if peak <= HOT_FLOAT_PEAK else ""}, so they '
+      'were taken as int16-scale values and divided by 32768 (float audio '
+      'should lie in [-1, 1])'
     )
     samples = samples / np.float32(32768)
   return samples
@@ -360,6 +367,17 @@ def to_mono(
   return _to_int16(signal_N)
 
 
+def _check_file(path: str) -> None:
+  """Names the common reasons a path holds no audio before a reader's
+  generic message (libsndfile says 'System error' for a missing file)."""
+  if not os.path.exists(path):
+    raise AudioError(f'{path}: no such file')
+  if os.path.isdir(path):
+    raise AudioError(f'{path}: is a directory, not an audio file')
+  if os.path.getsize(path) == 0:
+    raise AudioError(f'{path}: empty file (0 bytes)')
+
+
 def read_audio(
   path: str | os.PathLike[str],
   sample_rate: int = 16000,
@@ -392,6 +410,7 @@ def read_audio(
   """
   warn = warn or _default_warn
   path = os.fspath(path)
+  _check_file(path)
   extension = os.path.splitext(path)[1].lower()
   if extension in PCM_EXTENSIONS:
     try:
@@ -433,6 +452,7 @@ def duration(
     AudioError: the file cannot be read (naming it).
   """
   path = os.fspath(path)
+  _check_file(path)
   try:
     if os.path.splitext(path)[1].lower() in PCM_EXTENSIONS:
       with open(path, 'rb') as f:
@@ -475,6 +495,7 @@ def read_blocks(
   """
   warn = warn or _default_warn
   path = os.fspath(path)
+  _check_file(path)
   extension = os.path.splitext(path)[1].lower()
   headerless = False
   if extension in PCM_EXTENSIONS:

@@ -114,9 +114,15 @@ def test_empty_wav_raises(tmp_path):
 
 
 @pytest.mark.parametrize('name', ['missing.pcm', 'missing.wav'])
-def test_missing_file_raises(tmp_path, name):
-  with pytest.raises(audio.AudioError, match=name):
+def test_missing_empty_and_directory_paths_say_so(tmp_path, name):
+  for read in (audio.read_audio, audio.duration, audio.read_blocks):
+    with pytest.raises(audio.AudioError, match=f'{name}: no such file'):
+      list(read(tmp_path / name))
+  (tmp_path / name).write_bytes(b'')
+  with pytest.raises(audio.AudioError, match=r'empty file \(0 bytes\)'):
     audio.read_audio(tmp_path / name)
+  with pytest.raises(audio.AudioError, match='is a directory'):
+    audio.read_audio(tmp_path)
 
 
 def test_trim_silence_keeps_the_speech_and_the_pauses_between():

@@ -43,6 +43,9 @@ def run_dir(tmp_path_factory):
     'real_time_factor': 0.021,
   }
   (decode_dir / 'eval_clean.summary.json').write_text(json.dumps(summary))
+  # A one-off transcription of files without references: not a test set.
+  one_off = {'utterances': 2, 'rates': None, 'real_time_factor': 0.03}
+  (decode_dir / 'recordings.summary.json').write_text(json.dumps(one_off))
   (workdir / 'metrics.jsonl').write_text(
     json.dumps({'step': 4, 'dev/cer': 0.25, 'dev/loss': 1.0}) + '\n'
   )
@@ -89,6 +92,8 @@ def test_directory_holds_inference_state_only(exported, run_dir):
   assert f'{manifest["num_params"]:,}' in card
   assert 'dev CER 25.00%' in card  # metrics.jsonl at the exported step.
   assert '| eval_clean | 3000 | 3.45 |' in card  # decode/*.summary.json.
+  assert 'recordings' not in card
+  assert 'from las_jax.inference import Recognizer' in card
   config = json.loads((exported / 'config.json').read_text())
   assert config['model']['decoder_hidden'] == tiny_config().model.decoder_hidden
   assert config['decode']['lm_workdir'] == ''  # A path of the source machine.

@@ -264,6 +264,18 @@ def test_ambiguous_array_shapes_are_refused_with_their_shape(shape):
   assert str(shape) in str(info.value)
 
 
+@pytest.mark.parametrize('peak', [2.5, 10.0, 200.0])
+def test_hot_float_files_are_clipped_not_rescaled(tmp_path, speech, peak):
+  """A float file mixed far past full scale (not whole numbers) is [-1, 1]
+  audio gone too loud: clipped, never read as int16-scale and silenced."""
+  x = (speech / np.abs(speech).max() * peak).astype(np.float32)
+  path = tmp_path / 'hot.wav'
+  sf.write(path, x, SR, subtype='FLOAT')
+  out, notes = _read(path)
+  np.testing.assert_array_equal(out, _clipped(x))
+  assert len(notes) == 1 and 'past full scale' in notes[0], notes
+
+
 # --------------------------------------- 5. float range, non-finite --
 
 

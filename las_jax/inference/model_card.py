@@ -116,14 +116,16 @@ def dev_metrics(workdir: Path, step: int) -> dict[str, float]:
 
 
 def decode_summaries(workdir: Path) -> list[tuple[str, dict[str, Any], str]]:
-  """`(name, summary, date written)` of each <workdir>/decode/*.summary.json."""
+  """`(name, summary, date written)` of each <workdir>/decode/*.summary.json
+  with error rates: decodes of inputs with references (test sets), not
+  one-off transcriptions of files."""
   found = []
   for path in sorted((workdir / 'decode').glob('*.summary.json')):
     try:
       summary = json.loads(path.read_text(encoding='utf-8'))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
       continue
-    if not isinstance(summary, dict):
+    if not isinstance(summary, dict) or not summary.get('rates'):
       continue
     written = datetime.datetime.fromtimestamp(path.stat().st_mtime)
     name = path.name.removesuffix('.summary.json')
@@ -223,7 +225,7 @@ def model_card(
   if is_lm:
     use = [
       '```python',
-      'from las_jax.recognizer import Recognizer',
+      'from las_jax.inference import Recognizer',
       f"rec = Recognizer.from_pretrained('models/RECOGNIZER', lm='{name}')",
       '```',
       '',
@@ -233,7 +235,7 @@ def model_card(
   else:
     use = [
       '```python',
-      'from las_jax.recognizer import Recognizer',
+      'from las_jax.inference import Recognizer',
       f"rec = Recognizer.from_pretrained('{name}')",
       "rec.transcribe(['a.wav', 'b.flac'])",
       '```',
