@@ -46,6 +46,12 @@ _WHICH = flags.DEFINE_enum(
 _CHECKPOINT = flags.DEFINE_string(
   'checkpoint', None, 'A checkpoint step directory, instead of --workdir.'
 )
+_MODEL = flags.DEFINE_string(
+  'model',
+  None,
+  'A model directory `python -m las_jax.export` wrote, instead of '
+  '--workdir (default output: ./decode/<name>.jsonl).',
+)
 _AUDIO = flags.DEFINE_multi_string(
   'audio',
   [],
@@ -149,6 +155,7 @@ def main(argv: list[str]) -> None:
       workdir=_WORKDIR.value,
       which=_WHICH.value,
       checkpoint=_CHECKPOINT.value,
+      model=_MODEL.value,
       paths=[*_AUDIO.value, *argv[1:]],
       audio_root=_AUDIO_ROOT.value,
       split=_SPLIT.value,

@@ -108,6 +108,34 @@ def test_from_pretrained_decodes_as_from_workdir(exported, run_dir):
   assert all(len(hyps) == 3 for hyps in expected)
 
 
+def test_decode_cli_takes_an_exported_model(exported, run_dir, tmp_path):
+  import soundfile as sf  # noqa: PLC0415
+
+  from las_jax.inference import transcription  # noqa: PLC0415
+
+  paths = []
+  for i, samples in enumerate(AUDIO):
+    paths.append(str(tmp_path / f'{i}.wav'))
+    sf.write(paths[-1], samples, 16000)
+  texts = {}
+  for source in (dict(model=str(exported)), dict(workdir=str(run_dir))):
+    out = tmp_path / f'{sorted(source)[0]}.jsonl'
+    transcription.run(
+      **source,
+      which='best',
+      paths=paths,
+      output=str(out),
+      beam_size=3,
+      lm_workdir='',
+    )
+    texts[sorted(source)[0]] = [
+      json.loads(line)['hypothesis'] for line in out.read_text().splitlines()
+    ]
+  assert texts['model'] == texts['workdir']
+  with pytest.raises(ValueError, match='exactly one of --workdir'):
+    transcription.run(model=str(exported), workdir=str(run_dir), paths=paths)
+
+
 def test_language_model_fuses_as_from_workdir(
   exported, exported_lm, run_dir, lm_dir
 ):

@@ -336,6 +336,7 @@ def run(
   workdir: str | None = None,
   which: str = 'latest',
   checkpoint: str | None = None,
+  model: str | None = None,
   paths: Sequence[str] = (),
   audio_root: str | None = None,
   split: str | None = None,
@@ -355,6 +356,8 @@ def run(
     workdir: training run whose `which` checkpoint to use.
     which: 'latest' or 'best' (lowest dev CER).
     checkpoint: a checkpoint step directory instead of `workdir`.
+    model: a directory `python -m las_jax.export` wrote, instead of
+      `workdir`; its decodes go to `./decode/` by default.
     paths: audio files, directories and .trn lists.
     audio_root: root of the audio paths in .trn lists.
     split: a split of the run's TFDS dataset, instead of `paths`.
@@ -377,18 +380,21 @@ def run(
     JSONL file as `<name>.summary.json`).
 
   Raises:
-    ValueError: both or neither of workdir/checkpoint, or both or neither
-      of paths/split.
+    ValueError: not exactly one of workdir/checkpoint/model, or both or
+      neither of paths/split.
   """
   stderr = stderr or sys.stderr
-  if (workdir is None) == (checkpoint is None):
-    raise ValueError('give exactly one of --workdir and --checkpoint')
+  if sum(x is not None for x in (workdir, checkpoint, model)) != 1:
+    raise ValueError('give exactly one of --workdir, --checkpoint and --model')
   if bool(paths) == bool(split):
     raise ValueError('give audio inputs or --split, not both and not neither')
   options = {k: v for k, v in options.items() if v is not None}
   if checkpoint is not None:
     recognizer = Recognizer.from_checkpoint(checkpoint, **options)
     run_dir = run_layout.find_run_dir(checkpoint)
+  elif model is not None:
+    recognizer = Recognizer.from_pretrained(model, **options)
+    run_dir = Path('.')
   else:
     recognizer = Recognizer.from_workdir(workdir, which=which, **options)
     run_dir = Path(workdir)
