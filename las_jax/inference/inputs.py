@@ -244,6 +244,12 @@ def split_items(
         f'python -m las_jax.data.build --dataset={dataset} '
         f'--transcription={transcription} --manual_dir=CORPUS '
         f'--data_dir={data_dir}'
+        + (
+          ''
+          if os.path.isabs(data_dir)
+          else f' (relative paths are taken from the current directory, '
+          f'{os.getcwd()}: run from where training ran, or give --data_dir)'
+        )
       )
   if split not in builder.info.splits:
     raise ValueError(
