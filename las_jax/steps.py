@@ -192,7 +192,12 @@ def train_step(
     norm, teacher-forcing ratio, finite flag, utterances, audio seconds).
   """
   tcfg = config.train
-  rows = batch['audio'].shape[0]
+  rows = batch['tokens'].shape[0]
+  if tcfg.grad_accum_steps > 1 and 'audio' not in batch:
+    raise ValueError(
+      'config.train.grad_accum_steps > 1 is for recognizers; a language '
+      'model trains on whole batches (set it to 1)'
+    )
   if rows % tcfg.grad_accum_steps:
     raise ValueError(
       f'config.train.grad_accum_steps={tcfg.grad_accum_steps} does not '

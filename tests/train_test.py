@@ -385,7 +385,7 @@ def test_sigterm_checkpoint_resumes_like_the_uninterrupted_run(
     'train.checkpoint_every': 0,
     'train.num_devices': 1,
     'train.async_checkpointing': True,
-    'train.vocab_max_size': 1000,  # As _cli_overrides (no None on a CLI).
+    'data.vocab_max_size': 1000,  # As _cli_overrides (no None on a CLI).
   }
   args, env = _cli_command(
     tmp_path / 'stopped',
