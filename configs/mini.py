@@ -13,16 +13,19 @@ minutes on 2 CPU cores (batch 16 runs at ~45 utterances/s):
   the corpus speaks ~4 syllables/s, so CTC gets ~6 frames per syllable);
 - a one-layer LSTM 256 speller with location-aware attention and input
   feeding (ESPnet's RNN defaults, quicker to align than multi-head);
-- character units: the 2000 most frequent of the 2028 syllables the train
-  text spells (data.vocab_max_size; the rest, each a few times in train,
-  are <unk>).
+- 500 SentencePiece unigram pieces over Hangul letters ('spm_jamo'):
+  they spell every syllable, including the ones train never says, at
+  about the length of a character sequence. Against characters (the 2000
+  most frequent syllables) on the same run: test CER 17.1% vs 18.7%
+  (eval_clean) and 24.9% vs 27.2% (eval_other, text of a source train
+  never read).
 The recipe that made it learn: CTC alone for the first 800 steps
 (`train.ctc_warmup_steps`), then the joint loss. Without it the speller
 memorized train sentences from a summary on the first encoder frame and
 attention never aligned. SpecAugment is off: the corpus already varies
 voice, speed, pitch and noise, and masking slowed the start several-fold.
-Utterances are 1.4-6.3 s with at most 31 characters: two audio buckets x
-two token buckets = at most four compilations.
+Utterances are 1.4-6.3 s with at most 49 pieces: two audio buckets x two
+token buckets = at most four compilations.
 """
 
 from configs import default
@@ -34,6 +37,8 @@ def get_config():
   config.data.manual_dir = 'data/mini_kspon'
   config.data.data_dir = 'data/tfds_mini'
   config.data.test_split = 'eval_clean'
+  config.data.vocab_unit = 'spm_jamo'
+  config.data.vocab_max_size = 500
 
   config.features.num_mels = 40
   config.features.spec_augment = False
@@ -41,7 +46,7 @@ def get_config():
   config.input.batch_size = 16
   config.input.eval_batch_size = 32
   config.input.audio_buckets_s = (3.5, 6.5)
-  config.input.token_buckets = (24, 40)
+  config.input.token_buckets = (32, 56)
 
   model = config.model
   model.vgg_channels = (8, 16)
