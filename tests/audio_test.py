@@ -90,7 +90,7 @@ def test_pcm_at_another_rate_is_resampled(tmp_path):
   'name,content,message',
   [
     ('odd.pcm', b'\x00\x01\x02', 'odd'),
-    ('empty.pcm', b'', 'no samples'),
+    ('empty.pcm', b'', r'empty file \(0 bytes\)'),
     ('corrupt.wav', b'RIFF\x00\x00garbage' * 10, 'cannot read'),
     ('corrupt.flac', b'fLaC' + bytes(range(200)), 'cannot read'),
   ],

@@ -134,8 +134,8 @@ def test_ksponspeech_reports_every_skipped_line(kspon_builders):
   assert 'malformed line' in reasons['train.trn:5']
   assert 'odd count' in reasons['train.trn:3']
   assert 'KsponSpeech_000004.pcm' in reasons['train.trn:3']
-  assert 'no samples' in reasons['train.trn:4']
-  assert 'No such file' in reasons['train.trn:6']
+  assert 'empty file (0 bytes)' in reasons['train.trn:4']
+  assert 'no such file' in reasons['train.trn:6']
   assert 'empty after normalization' in reasons['train.trn:7']
   for split in ('dev', 'eval_clean', 'eval_other'):
     assert data.read_skipped(builder.data_dir, split) == []
