@@ -154,11 +154,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def device_sharded(mesh: Mesh) -> NamedSharding:
-  """Sharding that splits the leading axis across the `data` axis."""
-  return NamedSharding(mesh, P(AXIS))
-
-
 def fetch(tree: Any) -> Any:
   """Global (possibly multi-host) arrays -> numpy on every host.
 
