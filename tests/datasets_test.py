@@ -236,3 +236,21 @@ def test_manifest_rejects_two_lists_for_one_split(tmp_path):
   (tmp_path / 'train.jsonl').write_text('')
   with pytest.raises(ValueError, match="split 'train' also listed"):
     data.build_dataset('manifest', tmp_path / 'd', tmp_path, 'none')
+
+
+def test_read_trn_paths_with_a_leading_slash(tmp_path):
+  """'/a/b.pcm' is a corpus path (as some list copies write them) unless
+  only the path as written exists (a user's own list of absolute paths)."""
+  corpus = tmp_path / 'corpus'
+  (corpus / 'a').mkdir(parents=True)
+  (corpus / 'a' / 'b.pcm').write_bytes(b'\0\0')
+  own = tmp_path / 'own.wav'
+  own.write_bytes(b'RIFF')
+  trn = tmp_path / 'x.trn'
+  trn.write_text(f'/a/b.pcm :: 가\n{own} :: 나\n', encoding='utf-8')
+  utterances, skipped = ksponspeech.read_trn(str(trn), str(corpus))
+  assert skipped == []
+  assert [u.audio_path for u in utterances] == [
+    str(corpus / 'a' / 'b.pcm'),
+    str(own),
+  ]

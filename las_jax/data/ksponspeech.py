@@ -73,8 +73,12 @@ def read_trn(
       skipped.append(common.Skipped(source, '', reason))
       continue
     rel_path, raw_text = match.group(1), (match.group(2) or '').strip()
-    # Some copies of the lists write the paths with a leading '/'.
+    # Some copies of the lists write corpus paths with a leading '/'; an
+    # absolute path that exists as written (a user's own list) is kept.
     audio_path = os.path.join(manual_dir, rel_path.lstrip('/'))
+    if os.path.isabs(rel_path) and not os.path.exists(audio_path):
+      if os.path.exists(rel_path):
+        audio_path = rel_path
     utt_id = os.path.splitext(os.path.basename(rel_path))[0]
     utterances.append(common.Utterance(utt_id, audio_path, raw_text, source))
   return utterances, common.in_line_order(skipped)
