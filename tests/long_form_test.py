@@ -168,10 +168,12 @@ def test_segments_decode_like_their_regions(run_dir, recording):
 
 def test_decode_cli_writes_segments_and_subtitles(run_dir, recording, tmp_path):
   path, _ = recording
+  silent = tmp_path / 'silent.wav'
+  sf.write(silent, np.zeros(5 * SR, np.int16), SR)
   out, err = io.StringIO(), io.StringIO()
   summary = transcription.run(
     workdir=str(run_dir),
-    paths=[str(path)],
+    paths=[str(path), str(silent)],
     output=str(tmp_path / 'rec.jsonl'),
     long_form=True,
     formats=('srt', 'vtt'),
@@ -179,6 +181,9 @@ def test_decode_cli_writes_segments_and_subtitles(run_dir, recording, tmp_path):
     stderr=err,
   )
   assert summary.utterances == 1
+  # Silence is skipped by name in long-form mode too, not decoded as empty.
+  assert summary.skipped == 1 and f'Skipping {silent}' in err.getvalue()
+  assert 'silent.wav' not in out.getvalue()
   assert 'decoded as' in err.getvalue() and 'segments' in err.getvalue()
   srt = (tmp_path / 'rec' / 'recording.srt').read_text()
   times = re.findall(r'(\d\d):(\d\d):(\d\d),(\d{3}) --> ', srt)

@@ -271,6 +271,12 @@ def transcribe_items(
     )
     if segments is None:
       continue
+    if not segments:  # As a short input that trims to nothing is.
+      print(
+        f'Skipping {item.name}: audio is silent (no speech found)', file=stderr
+      )
+      skipped += 1
+      continue
     segments = [recognizer.shifted_segment(g, first) for g in segments]
     seconds = _duration(item, kept_N, sample_rate)
     audio_seconds += seconds
