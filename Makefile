@@ -12,6 +12,8 @@ MINI_UTTERANCES ?= 3000
 MINI_RAW := data/mini_kspon
 DATA_DIR := data/tfds
 WORKDIR ?= runs/mini
+# The language model of shallow fusion (configs/mini_lm.py).
+LM_WORKDIR ?= runs/mini_lm
 # Three sentences written for the demo (las_jax/data/unseen_sentences.py),
 # in none of the corpus's sources and with syllables its train text lacks,
 # spoken by espeak-ng after training: speech and text the model never had.
@@ -77,18 +79,23 @@ corpus: install
 	else echo "Mini corpus already in $(MINI_RAW)"; fi
 
 # Train (resumes if $(WORKDIR) holds a run; the TFDS dataset is built on the
-# first run), decode the test splits with beam search (eval_clean: text of
-# the train sources; eval_other: tweets, text of a source train never
-# read), then the three new sentences.
+# first run), train the language model on the corpus's lm_text.txt, decode
+# the test splits with joint CTC/attention beam search and shallow fusion
+# (eval_clean: text of the train sources; eval_other: tweets, text of a
+# source train never read), then the three new sentences.
 demo: corpus
 	$(FAST_MALLOC) $(BIN)/python train.py --config configs/mini.py --workdir $(WORKDIR)
-	$(FAST_MALLOC) $(BIN)/python decode.py --workdir $(WORKDIR) --which=best --split=eval_clean
-	$(FAST_MALLOC) $(BIN)/python decode.py --workdir $(WORKDIR) --which=best --split=eval_other
+	$(FAST_MALLOC) $(BIN)/python train.py --config configs/mini_lm.py --workdir $(LM_WORKDIR) \
+	  --config.data.vocab_from=$(WORKDIR)
+	$(FAST_MALLOC) $(BIN)/python decode.py --workdir $(WORKDIR) --which=best --split=eval_clean \
+	  --lm_workdir=$(LM_WORKDIR)
+	$(FAST_MALLOC) $(BIN)/python decode.py --workdir $(WORKDIR) --which=best --split=eval_other \
+	  --lm_workdir=$(LM_WORKDIR)
 	@echo
 	@echo "Three sentences written for the demo, spoken by espeak-ng:"
 	$(BIN)/python -m las_jax.data.unseen_sentences speak $(UNSEEN_DIR) --corpus=$(MINI_RAW)
 	$(FAST_MALLOC) $(BIN)/python decode.py --workdir $(WORKDIR) --which=best \
-	  $(UNSEEN_DIR)/scripts/unseen.trn --output=$(UNSEEN_DIR)/decode.jsonl
+	  --lm_workdir=$(LM_WORKDIR) $(UNSEEN_DIR)/scripts/unseen.trn --output=$(UNSEEN_DIR)/decode.jsonl
 	@echo
 	$(BIN)/python -m las_jax.data.unseen_sentences report $(UNSEEN_DIR)/decode.jsonl
 	@echo
@@ -97,6 +104,7 @@ demo: corpus
 	@du -sh $(MODEL_DIR)
 	@echo
 	@echo "Checkpoints:        $(WORKDIR)/checkpoints, $(WORKDIR)/checkpoints_best"
+	@echo "Language model:     $(LM_WORKDIR) (decode.py --lm_workdir=$(LM_WORKDIR))"
 	@echo "Metrics:            $(WORKDIR)/metrics.jsonl, loss/CER curves in $(WORKDIR)/curves.png"
 	@echo "TensorBoard:        $(BIN)/tensorboard --logdir $(WORKDIR)/tensorboard (pip install tensorboard)"
 	@echo "Attention plots:    $(WORKDIR)/plots/"

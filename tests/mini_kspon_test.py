@@ -188,6 +188,18 @@ def test_eval_other_drops_tweets_that_train_has(default_text, monkeypatch):
   assert len(text_again['eval_other']) == len(tweets)
 
 
+def test_lm_text_is_new_in_domain_text(default_text):
+  lm = mt.lm_text(default_text, count=3000, seed=0)
+  keys = {s.key for s in lm}
+  assert len(keys) == 3000
+  for split, sentences in default_text.items():
+    assert not keys & {s.key for s in sentences}, split
+  assert not keys & {c.key for c in mt.tweet_clauses()}
+  assert {s.source for s in lm} == {'eojeols'}
+  assert lm == mt.lm_text(default_text, count=3000, seed=0)
+  assert lm != mt.lm_text(default_text, count=3000, seed=1)
+
+
 def test_text_is_deterministic_per_seed():
   small = dict(train=200, dev=20, eval_clean=10, eval_other=10)
   assert mt.corpus_text(small, 3) == mt.corpus_text(small, 3)
@@ -304,6 +316,7 @@ def test_statistics_are_written_beside_the_corpus(corpus):
   root, durations = corpus
   written = json.loads((root / 'corpus_stats.json').read_text())
   sources = written.pop('sources')
+  assert written.pop('lm_text_sentences') == mt.LM_SENTENCES
   assert written == corpus_stats.corpus_stats(root)
   assert sum(sources['train'].values()) == len(durations['train'])
   assert set(sources['eval_other']) == {'tweets'}
@@ -316,6 +329,18 @@ def test_statistics_are_written_beside_the_corpus(corpus):
   table = (root / 'corpus_stats.txt').read_text()
   assert table.startswith('| split | utterances |')
   assert 'KS X 1001' in table
+  assert f'language-model text: {mt.LM_SENTENCES} sentences' in table
+
+
+@needs_espeak
+def test_lm_text_has_no_sentence_of_any_split(corpus):
+  root, _ = corpus
+  lines = (root / mk.LM_TEXT).read_text(encoding='utf-8').splitlines()
+  assert len(lines) == mt.LM_SENTENCES
+  corpus_sentences = {
+    _sentence(raw) for entries in _lists(root).values() for _, raw in entries
+  }
+  assert not corpus_sentences & {_sentence(raw) for raw in lines}
 
 
 @needs_espeak

@@ -131,6 +131,11 @@ def format_stats(stats: dict) -> str:
   for split, counts in stats.get('sources', {}).items():
     parts = ', '.join(f'{name} {count}' for name, count in counts.items())
     lines.append(f'{split} utterances by source: {parts}')
+  if 'lm_text_sentences' in stats:
+    lines.append(
+      f'language-model text: {stats["lm_text_sentences"]} sentences of no '
+      'split'
+    )
   return '\n'.join(lines)
 
 

@@ -22,8 +22,10 @@ coloured background noise is added at a random SNR. All splits share these
 conditions, so eval_other differs from eval_clean in its text alone.
 Output is headerless 16 kHz s16le PCM plus the corpus' CP949
 per-utterance .txt files and `scripts/{train,dev,eval_clean,eval_other}.trn`
-(written last), and the statistics of `corpus_stats` in
-`corpus_stats.{txt,json}`.
+(written last), the statistics of `corpus_stats` in
+`corpus_stats.{txt,json}`, and `lm_text.txt`: one transcript per line of
+in-domain sentences no split has, for the language model
+(`configs/mini_lm.py`'s `data.lm_text`).
 
 The same seed gives a byte-identical corpus (with the same espeak-ng and
 konlpy versions): every random choice comes from a generator seeded by
@@ -52,6 +54,8 @@ from las_jax.data import corpus_stats, mini_kspon_text
 from las_jax.data.mini_kspon_text import Sentence
 
 SAMPLE_RATE = 16000
+# The language-model text, beside the corpus (`mini_kspon_text.lm_text`).
+LM_TEXT = 'lm_text.txt'
 # Split -> share of the utterances.
 SPLIT_SHARES = {
   'train': 0.8,
@@ -243,6 +247,10 @@ def make_mini_kspon(
     split: dict(collections.Counter(s.source for s in sentences[split]))
     for split in SPLIT_SHARES
   }
+  lm_sentences = mini_kspon_text.lm_text(sentences, seed=seed)
+  stats['lm_text_sentences'] = len(lm_sentences)
+  with open(os.path.join(out_dir, LM_TEXT), 'w', encoding='utf-8') as f:
+    f.write(''.join(s.transcript + '\n' for s in lm_sentences))
   corpus_stats.write_stats(stats, out_dir)
   # The lists last: their presence marks a complete corpus.
   os.makedirs(os.path.join(out_dir, 'scripts'), exist_ok=True)

@@ -29,6 +29,11 @@ coverage utterances.
 splits; a split with more utterances than sentences of its own reads them
 again (the generator gives each reading another voice).
 
+Language-model text (`lm_text`): further eojeol sequences drawn like
+train's, none of them a sentence of any split: in-domain text the
+recognizer never hears, for the language model of shallow fusion
+(`configs/mini_lm.py`). No tweet is in it.
+
 Words offensive per open-korean-text's own list (`profane.txt`) are left
 out of every source. Numbers are read in Sino-Korean and transcribed as
 KsponSpeech does, `(1948년)/(천구백사십팔년)`.
@@ -55,6 +60,9 @@ IN_DOMAIN = ('train', 'dev', 'eval_clean')
 # rest are eojeol sequences), and how the law clauses are divided.
 LAW_SHARE = 0.4
 _LAW_BLOCKS = {'train': 0.8, 'dev': 0.1, 'eval_clean': 0.1}
+# Sentences of the language-model text (`lm_text`): ~1.5 MB, ~12x the
+# train text, what a 1x256 LSTM LM reads about twice in 3 minutes.
+LM_SENTENCES = 30_000
 # At most this share of train is coverage utterances.
 COVERAGE_MAX_SHARE = 0.25
 # Utterance length bounds in Hangul syllables of the spoken form: espeak-ng
@@ -501,6 +509,32 @@ def corpus_text(
   order = np.random.default_rng([seed, 3]).permutation(len(tweets))
   text['eval_other'] = cycle([tweets[i] for i in order], sizes['eval_other'])
   return text
+
+
+def lm_text(
+  text: Mapping[str, list[Sentence]], count: int = LM_SENTENCES, seed: int = 0
+) -> list[Sentence]:
+  """Extra in-domain sentences for the language model, none in `text`.
+
+  Args:
+    text: the corpus (`corpus_text`): no sentence of any split (spaces
+      ignored) is drawn.
+    count: sentences to draw.
+    seed: random choices derive from it (apart from `corpus_text`'s).
+
+  Returns:
+    `count` distinct eojeol sequences.
+  """
+  taken = {s.key for split in text.values() for s in split}
+  rng = np.random.default_rng([seed, 4])
+  words = eojeols()
+  out = []
+  while len(out) < count:
+    s = _word_sequence(rng, words)
+    if s.key not in taken:
+      taken.add(s.key)
+      out.append(s)
+  return out
 
 
 def _with_coverage(
