@@ -305,7 +305,7 @@ def test_shallow_fusion_follows_the_weighted_sum(run_dir, run, tmp_path):
     if token[0] == Vocabulary.EOS_ID:
       break
     units.append(int(token[0]))
-  assert hyp.text == run.vocab.decode(units)
+  assert hyp.text == run.vocab.transcript(units)
   np.testing.assert_allclose(hyp.score, total, rtol=1e-4)
   # Fusion changes the search: attention alone differs in score.
   alone = Recognizer.from_workdir(run_dir, ctc_mode='off', beam_size=1)
@@ -345,7 +345,11 @@ def test_timestamps_are_the_forced_alignment_of_the_best(run, ctc_mode, beam):
   want = alignment.word_spans(
     ids, timed, run.vocab, rec.frame_seconds, offset=start / SR
   )
+  # The transcript's words, one space apart (this hypothesis has repeated
+  # spaces), and their times as plain floats.
+  assert best.text == ' '.join(best.text.split())
   assert best.words and [w.text for w in best.words] == best.text.split()
+  assert all(type(t) is float for w in best.words for t in (w.start, w.end))
   np.testing.assert_allclose(
     [(w.start, w.end) for w in best.words],
     [(w.start, w.end) for w in want],

@@ -672,22 +672,24 @@ class Recognizer:
           continue
         ids = out['tokens'][b, k, : out['lengths'][b, k]]
         words = self._words(out, b, ids) if timestamps and k == 0 else None
-        hyps.append(Hypothesis(self.vocab.decode(ids), float(score), words))
+        hyps.append(Hypothesis(self.vocab.transcript(ids), float(score), words))
       yield key, hyps
 
   def _words(self, out, b: int, ids: np.ndarray):
-    """Word times of row b's best hypothesis (`Hypothesis.words`)."""
+    """Word times of row b's best hypothesis (`Hypothesis.words`): the
+    forced alignment of the units its transcript spells."""
     n = ids.size - int(ids.size > 0 and ids[-1] == Vocabulary.EOS_ID)
+    kept = alignment.transcript_units(ids[:n], self.vocab)
     frames = out['enc_lengths'][b]
     timed = alignment.align_columns(
-      out['unit_log_probs'][b, :frames, :n],
+      out['unit_log_probs'][b, :frames][:, kept],
       out['blank_log_probs'][b, :frames],
-      ids[:n],
+      ids[kept],
     )
     if timed is None:
       return None
     return tuple(
-      alignment.word_spans(ids[:n], timed, self.vocab, self.frame_seconds)
+      alignment.word_spans(ids[kept], timed, self.vocab, self.frame_seconds)
     )
 
   def _decode_fn(self, state, audio_BxN, lengths_B, *, timestamps):
