@@ -185,6 +185,14 @@ def test_streams_by_bucket_and_compiles_once_per_shape(run):
   again = list(rec.decode_stream(utts))
   assert rec.compile_seconds == compile_s  # Cached: nothing recompiled.
   assert again == out
+  # The 1.5 s utterance first, alone in its bucket: at the end without
+  # max_wait; with it, once 3 later ones were read (same batch shapes).
+  long_first = [utts[i] for i in (5, 0, 2, 1, 3, 4)]
+  keys = [k for k, _ in rec.decode_stream(long_first)]
+  assert keys == [0, 2, 1, 3, 4, 5]
+  keys = [k for k, _ in rec.decode_stream(long_first, max_wait=3)]
+  assert keys == [0, 2, 5, 1, 3, 4]
+  assert rec.compile_seconds == compile_s
   # Greedy search: a one-entry n-best whose score is a sum of log-probs.
   assert all(len(h) == 1 and h[0].score < 0 for _, h in out)
   # 30 tokens/s (configs/default.py): 1 s of audio may give 30 + EOS.

@@ -42,6 +42,13 @@ from las_jax.inference import inputs, subtitles
 from las_jax.inference.long_form import Segment
 from las_jax.inference.recognizer import Hypothesis, Recognizer
 
+# How many batches' worth of later utterances may be read while one waits
+# in a partly filled length bucket (`Recognizer.decode_stream`'s
+# max_wait): with input-order output, results fall at most this far
+# behind; a bucket that holds fewer than 1 in this many utterances is
+# decoded in smaller batches.
+_MAX_WAIT_BATCHES = 16
+
 
 @dataclasses.dataclass(frozen=True)
 class Summary:
@@ -267,7 +274,10 @@ def transcribe_items(
 
   compile_before = recognizer.compile_seconds
   start = time.perf_counter()
-  for key, hyps in recognizer.decode_stream(prepared(), timestamps):
+  # Results are written in input order: an utterance waits at most this
+  # many reads in a partly filled bucket, so output keeps flowing.
+  max_wait = _MAX_WAIT_BATCHES * recognizer.batch_size
+  for key, hyps in recognizer.decode_stream(prepared(), timestamps, max_wait):
     item, seconds, searched_seconds, first = pending.pop(key)
     hyps = [recognizer.shifted(h, first) for h in hyps]
     best = hyps[0] if hyps else None
