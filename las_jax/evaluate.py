@@ -81,7 +81,7 @@ def evaluate(
     rows = np.flatnonzero(np.asarray(local['audio_lengths']) > 0)
     for i in rows:
       ref = str(local['texts'][i])
-      hyp = vocab.decode(tokens_BxL[i, : lengths_B[i]])
+      hyp = vocab.transcript(tokens_BxL[i, : lengths_B[i]])
       errors = metrics.utterance_errors(ref, hyp)
       edits += errors.char_edits
       ref_chars += errors.ref_chars

@@ -48,6 +48,12 @@ by code point). Units are characters (KoSpeech's default) or, with
 its own unit in both. 'spm_char' and 'spm_jamo' are SentencePiece subwords
 over either, trained on the train transcripts (`Vocabulary.build`); jamo
 units spell any Hangul syllable, seen in training or not.
+
+`Vocabulary.decode` is the exact inverse of `encode`. A model's hypothesis
+may hold what no normalized transcript does: stray spaces, and with jamo
+units letters that form no syllable; `Vocabulary.words` and `transcript`
+give the text users read of it (`write_hangul`), and word timestamps time
+those same words.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 TRANSCRIPTIONS = ('phonetic', 'spelling')
 SPM_UNITS = ('spm_char', 'spm_jamo')
@@ -193,21 +200,74 @@ def compose_hangul(text: str) -> str:
   (a lone vowel or tail, as a jamo model may emit) stay as they are. Other
   characters are unchanged, unlike `unicodedata.normalize('NFC', ...)`.
   """
+  return _join_jamo(text, readable=False)
+
+
+def write_hangul(text: str) -> str:
+  """Conjoining jamo written as Korean text is: syllables, and letters.
+
+  As `compose_hangul`, but the jamo that form no syllable (a jamo model's
+  hypothesis can hold them, e.g. `발생ᆸ니다`) are written as Korean
+  writes them: a lone vowel, a syllable of its own when spoken, gets the
+  silent initial ㅇ that Korean orthography writes before every vowel
+  (`ᅱ` -> `위`, `ᅡᆫ` -> `안`); a lone initial or final consonant, no
+  syllable, becomes the compatibility letter that writes a consonant on
+  its own (U+3131..; `ᆸ` -> `ㅂ`, as in `ㅂ니다`). Bare conjoining jamo
+  render as broken glyphs, or merge with their neighbours, in most fonts
+  and editors; the letters keep what the model emitted readable, neither
+  dropped nor guessed. Other characters are unchanged.
+  """
+  return _join_jamo(text, readable=True)
+
+
+# ᄋ (ieung): the silent initial of vowel-initial syllables.
+_IEUNG_LEAD = 0x110B - _L_BASE
+
+
+def _join_jamo(text: str, readable: bool) -> str:
   out = []
   i, n = 0, len(text)
   while i < n:
     lead = ord(text[i]) - _L_BASE
     vowel = ord(text[i + 1]) - _V_BASE if i + 1 < n else -1
     if 0 <= lead < _L_COUNT and 0 <= vowel < _V_COUNT:
-      tail = ord(text[i + 2]) - _T_BASE if i + 2 < n else 0
-      if not 0 < tail < _T_COUNT:
-        tail = 0
-      out.append(chr(_S_BASE + (lead * _V_COUNT + vowel) * _T_COUNT + tail))
-      i += 3 if tail else 2
-    else:
-      out.append(text[i])
+      i += 2
+    elif readable and 0 <= ord(text[i]) - _V_BASE < _V_COUNT:
+      lead, vowel = _IEUNG_LEAD, ord(text[i]) - _V_BASE
       i += 1
+    else:
+      out.append(_letter(text[i]) if readable else text[i])
+      i += 1
+      continue
+    tail = ord(text[i]) - _T_BASE if i < n else 0
+    if 0 < tail < _T_COUNT:
+      i += 1
+    else:
+      tail = 0
+    out.append(chr(_S_BASE + (lead * _V_COUNT + vowel) * _T_COUNT + tail))
   return ''.join(out)
+
+
+def _letter(ch: str) -> str:
+  """The compatibility letter (U+3131..) of a conjoining jamo, else `ch`."""
+  if not 0x1100 <= ord(ch) <= 0x11FF:
+    return ch
+  name = unicodedata.name(ch, '')
+  for position in ('CHOSEONG ', 'JUNGSEONG ', 'JONGSEONG '):
+    if position in name:
+      try:
+        return unicodedata.lookup(name.replace(position, 'LETTER '))
+      except KeyError:  # Archaic jamo without a letter.
+        return ch
+  return ch
+
+
+class Word(NamedTuple):
+  """A word of a hypothesis (`Vocabulary.words`)."""
+
+  text: str
+  # Indices of its units in the ids it came from.
+  units: range
 
 
 class Vocabulary:
@@ -440,26 +500,73 @@ class Vocabulary:
     return ids
 
   def decode(self, ids: Iterable[int]) -> str:
-    """Maps ids back to text.
+    """Maps ids back to text: the exact inverse of `encode`.
 
     Stops at the first `<eos>`, skips `<pad>` and `<sos>`, and writes
-    `UNK_CHAR` for `<unk>`. Jamo are recomposed into syllables.
+    `UNK_CHAR` for `<unk>`. Jamo are recomposed into syllables. Spaces and
+    jamo that form no syllable are kept as the ids spell them; what users
+    should read of a model's output is `transcript`.
 
     Raises:
       ValueError: an id is outside [0, len(self)).
     """
+    text = ''.join(self._token_texts(ids))
+    return compose_hangul(text) if _base_unit(self._unit) == 'jamo' else text
+
+  def words(self, ids: Iterable[int]) -> list[Word]:
+    """A hypothesis' words, as users read them, with their units.
+
+    Words are the units between space units; leading, trailing and
+    repeated spaces separate nothing and are dropped. Jamo are written as
+    Korean text (`write_hangul`: syllables; a lone vowel gets the silent
+    initial ㅇ, a lone consonant is its compatibility letter). Stops at
+    the first `<eos>` and skips `<pad>` and `<sos>`, as `decode`.
+
+    Returns:
+      Each word's text and the indices of its units in `ids`: the one
+      split of the hypothesis that its transcript (`transcript`) and its
+      word times (`inference.alignment.word_spans`) share.
+
+    Raises:
+      ValueError: an id is outside [0, len(self)).
+    """
+    jamo = _base_unit(self._unit) == 'jamo'
+    words, pieces, first, stop = [], [], 0, 0
+    for index, piece in enumerate([*self._token_texts(ids), ' ']):
+      if not piece:  # <pad> or <sos>.
+        continue
+      if piece != ' ':
+        if not pieces:
+          first = index
+        pieces.append(piece)
+        stop = index + 1
+        continue
+      if pieces:
+        text = ''.join(pieces)
+        words.append(
+          Word(write_hangul(text) if jamo else text, range(first, stop))
+        )
+      pieces = []
+    return words
+
+  def transcript(self, ids: Iterable[int]) -> str:
+    """The text users read of a hypothesis: its `words`, one space apart."""
+    return ' '.join(word.text for word in self.words(ids))
+
+  def _token_texts(self, ids: Iterable[int]) -> list[str]:
+    """Each id's text up to `<eos>`; '' for `<pad>` and `<sos>`."""
     out = []
     for raw_id in ids:
       i = int(raw_id)
       if i == self.EOS_ID:
         break
       if i in (self.PAD_ID, self.SOS_ID):
-        continue
-      if not 0 <= i < len(self._tokens):
+        out.append('')
+      elif not 0 <= i < len(self._tokens):
         raise ValueError(f'id {i} is outside the vocabulary (size {len(self)})')
-      out.append(self.UNK_CHAR if i == self.UNK_ID else self._tokens[i])
-    text = ''.join(out)
-    return compose_hangul(text) if _base_unit(self._unit) == 'jamo' else text
+      else:
+        out.append(self.UNK_CHAR if i == self.UNK_ID else self._tokens[i])
+    return out
 
   def to_dict(self) -> dict:
     """JSON-able description: unit, tokens, and an spm model (base64)."""

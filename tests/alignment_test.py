@@ -78,3 +78,26 @@ def test_word_times_from_peaky_frames():
     alignment.Span('가나', 10.12, 10.28),
     alignment.Span('다', 10.48, 10.6),
   ]
+
+
+def test_stray_spaces_are_not_timed():
+  """The units the transcript spells are aligned: leading, trailing and
+  repeated spaces are dropped, one space stays between words, and the
+  words' times are plain floats."""
+  vocab = Vocabulary.build(['가나 다'])
+  ga, na, da = (vocab.encode(c)[0] for c in '가나다')
+  space = Vocabulary.SPACE_ID
+  tokens = [space, ga, na, space, space, da, space]
+  kept = alignment.transcript_units(tokens, vocab)
+  np.testing.assert_array_equal(kept, [1, 2, 3, 5])
+  assert vocab.encode(vocab.transcript(tokens)) == [tokens[i] for i in kept]
+  frames = np.array(
+    [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9], [10, 12], [13, 14]]
+  )
+  words = alignment.word_spans(tokens, frames, vocab, 0.04, offset=np.int64(1))
+  assert words == [
+    alignment.Span('가나', 1.08, 1.2),
+    alignment.Span('다', 1.4, 1.48),
+  ]
+  assert all(type(t) is float for w in words for t in (w.start, w.end))
+  assert repr(words[1]) == "Span(text='다', start=1.4, end=1.48)"

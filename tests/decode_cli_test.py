@@ -212,3 +212,62 @@ def test_finds_audio_recursively_in_sorted_order(tmp_path):
   found = [os.path.relpath(p, tmp_path) for p in found]
   assert found == ['a.WAV', 'b/a.pcm', 'b/z.flac', 'b/c/d.raw']
   assert passed_over == {'.txt': 1}
+
+
+@pytest.fixture
+def own_list(tmp_path):
+  """A user's .trn list: a long and a short recording, a silent one, and
+  three files named a.* ('a.wav' and 'a.flac' differ in extension only).
+  """
+  (tmp_path / 'sub').mkdir()
+  sf.write(tmp_path / 'a.wav', to_int16(signal(1.5, 1)), SR)
+  sf.write(tmp_path / 'quiet.wav', np.zeros(SR, np.int16), SR)
+  sf.write(tmp_path / 'a.flac', to_int16(signal(0.4, 2)), SR)
+  sf.write(tmp_path / 'sub' / 'a.wav', to_int16(signal(0.6, 3)), SR)
+  lines = ['a.wav :: 가나', 'quiet.wav :: 다라', 'a.flac :: 마바']
+  lines += ['sub/a.wav :: 사아', './a.wav :: 가나']
+  (tmp_path / 'list.trn').write_text('\n'.join(lines) + '\n')
+  return tmp_path
+
+
+def test_own_list_in_input_order_with_unique_names(run_dir, own_list):
+  """Hypotheses come in input order (the short a.flac is decoded before
+  the long a.wav: another bucket), ids and subtitle files are unique, and
+  a silent line names its file and its line."""
+  output = own_list / 'out' / 'list.jsonl'
+  summary, out, err = _decode(
+    workdir=str(run_dir),
+    paths=[str(own_list / 'list.trn')],
+    output=str(output),
+    beam_size=1,
+    formats=('srt',),
+  )
+  assert summary.utterances == 3 and summary.skipped == 2
+  assert (
+    f'Skipping {own_list / "quiet.wav"} (list.trn:2): audio is silent' in err
+  )
+  assert 'list.trn:5' in err and 'decoded once' in err  # ./a.wav again.
+  ids = ['a.wav', 'a.flac', 'sub/a.wav']
+  assert [line.split('\t')[0] for line in out.splitlines()] == ids
+  assert [r['id'] for r in _records(output)] == ids
+  written = sorted(
+    str(p.relative_to(output.with_suffix('')))
+    for p in output.parent.rglob('*.srt')
+  )
+  assert written == ['a.flac.srt', 'a.wav.srt', 'sub/a.srt']
+
+
+def test_file_ids_and_output_stems_are_unique(tmp_path):
+  for rel in ['a.wav', 'a.flac', 'sub/a.wav', 'sub/b.wav']:
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_bytes(b'')
+  items, rejected, _ = inputs.path_items(
+    [str(tmp_path), str(tmp_path / 'sub' / '..' / 'a.wav')]
+  )
+  assert [i.id for i in items] == [
+    str(tmp_path / p) for p in ['a.flac', 'a.wav', 'sub/a.wav', 'sub/b.wav']
+  ]
+  assert [i.output_stem for i in items] == ['a.flac', 'a.wav', 'sub/a', 'sub/b']
+  [again] = rejected
+  assert again.name == str(tmp_path / 'sub' / '..' / 'a.wav')
+  assert again.reason == f'the same file as {tmp_path / "a.wav"}, decoded once'

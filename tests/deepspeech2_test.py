@@ -124,7 +124,7 @@ def test_recognizer_beam_search_is_ctc_prefix_beam_search(ds2_run, audio_files):
       _alone_log_probs(run, rec, path), BEAM, Vocabulary.PAD_ID
     )
     assert [h.text for h in hyps] == [
-      run.vocab.decode(labels) for labels, _ in want
+      run.vocab.transcript(labels) for labels, _ in want
     ], path
     np.testing.assert_allclose(
       [h.score for h in hyps], [score for _, score in want], rtol=1e-5
@@ -145,7 +145,7 @@ def test_recognizer_greedy_is_the_best_ctc_path(ds2_run, audio_files):
       if t != Vocabulary.PAD_ID and (i == 0 or t != best_S[i - 1])
     ]
     [hyp] = hyps
-    assert hyp.text == run.vocab.decode(labels), path
+    assert hyp.text == run.vocab.transcript(labels), path
     np.testing.assert_allclose(
       hyp.score, log_probs_SxV.max(-1).sum(), rtol=1e-5
     )

@@ -147,6 +147,7 @@ def test_segments_decode_like_their_regions(run_dir, recording):
   assert len(segments) >= len(truth)
   assert [g.start for g in segments] == sorted(g.start for g in segments)
   assert 0 < segments[0].start and segments[-1].end < audio.duration(path)
+  assert all(type(t) is float for g in segments for t in (g.start, g.end))
   splitter = long_form.Splitter(SR, max_seconds=rec.max_seconds)
   whole = audio.read_audio(path)
   regions = list(splitter.regions([whole], splitter.loudest([whole])))

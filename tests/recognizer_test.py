@@ -185,6 +185,14 @@ def test_streams_by_bucket_and_compiles_once_per_shape(run):
   again = list(rec.decode_stream(utts))
   assert rec.compile_seconds == compile_s  # Cached: nothing recompiled.
   assert again == out
+  # The 1.5 s utterance first, alone in its bucket: at the end without
+  # max_wait; with it, once 3 later ones were read (same batch shapes).
+  long_first = [utts[i] for i in (5, 0, 2, 1, 3, 4)]
+  keys = [k for k, _ in rec.decode_stream(long_first)]
+  assert keys == [0, 2, 1, 3, 4, 5]
+  keys = [k for k, _ in rec.decode_stream(long_first, max_wait=3)]
+  assert keys == [0, 2, 5, 1, 3, 4]
+  assert rec.compile_seconds == compile_s
   # Greedy search: a one-entry n-best whose score is a sum of log-probs.
   assert all(len(h) == 1 and h[0].score < 0 for _, h in out)
   # 30 tokens/s (configs/default.py): 1 s of audio may give 30 + EOS.
@@ -305,7 +313,7 @@ def test_shallow_fusion_follows_the_weighted_sum(run_dir, run, tmp_path):
     if token[0] == Vocabulary.EOS_ID:
       break
     units.append(int(token[0]))
-  assert hyp.text == run.vocab.decode(units)
+  assert hyp.text == run.vocab.transcript(units)
   np.testing.assert_allclose(hyp.score, total, rtol=1e-4)
   # Fusion changes the search: attention alone differs in score.
   alone = Recognizer.from_workdir(run_dir, ctc_mode='off', beam_size=1)
@@ -345,7 +353,11 @@ def test_timestamps_are_the_forced_alignment_of_the_best(run, ctc_mode, beam):
   want = alignment.word_spans(
     ids, timed, run.vocab, rec.frame_seconds, offset=start / SR
   )
+  # The transcript's words, one space apart (this hypothesis has repeated
+  # spaces), and their times as plain floats.
+  assert best.text == ' '.join(best.text.split())
   assert best.words and [w.text for w in best.words] == best.text.split()
+  assert all(type(t) is float for w in best.words for t in (w.start, w.end))
   np.testing.assert_allclose(
     [(w.start, w.end) for w in best.words],
     [(w.start, w.end) for w in want],

@@ -194,4 +194,7 @@ def test_exit_status_is_1_when_nothing_decodes(old_run, tmp_path):
   proc = _decode(old_run, [d], tmp_path / 'cache')
   assert proc.returncode == 1
   assert proc.stderr.splitlines()[-1] == 'decode.py: no input could be decoded'
-  assert 'Decoded 0 utterances' in proc.stderr
+  assert 'Nothing was decoded: all 2 input(s) were skipped' in proc.stderr
+  assert 'Real-time factor' not in proc.stderr and 'nan' not in proc.stderr
+  summary = json.loads((old_run / 'decode' / 'bad.summary.json').read_text())
+  assert summary['utterances'] == 0 and summary['real_time_factor'] is None

@@ -1,5 +1,6 @@
 """Tests for las_jax.text: KsponSpeech normalization and vocabularies."""
 
+import functools
 import json
 import unicodedata
 
@@ -381,6 +382,76 @@ def test_save_load_round_trip(tmp_path_factory, texts, unit):
   assert loaded == vocab and loaded.unit == unit
   for t in texts:
     assert loaded.encode(t) == vocab.encode(t)
+
+
+@pytest.mark.parametrize('unit', text.UNITS)
+def test_transcript_drops_stray_spaces(unit):
+  """Leading, trailing and repeated spaces separate no words; `decode`
+  still spells the ids exactly."""
+  vocab = Vocabulary.build(['가나 다라', '다른 문장'], unit=unit, max_size=60)
+  space, eos = [Vocabulary.SPACE_ID], [Vocabulary.EOS_ID]
+  ganada, da = vocab.encode('가나'), vocab.encode('다')
+  ids = [*space, *ganada, *space, *space, *da, *space]
+  ids += [*eos, *vocab.encode('라')]
+  assert vocab.decode(ids) == ' 가나  다 '
+  assert vocab.transcript(ids) == '가나 다'
+  assert vocab.words(ids) == [
+    text.Word('가나', range(1, 1 + len(ganada))),
+    text.Word('다', range(3 + len(ganada), 3 + len(ganada) + len(da))),
+  ]
+  assert vocab.transcript(space * 3 + eos) == ''
+
+
+@pytest.mark.parametrize('unit', ['jamo', 'spm_jamo'])
+@pytest.mark.parametrize(
+  'spelled,written',
+  [
+    ('ᅱ준', '위준'),  # A lone vowel: silent initial ㅇ.
+    ('ᅡᆫ', '안'),  # ... with the final that follows it.
+    ('발생ᆸ니다', '발생ㅂ니다'),  # A lone final: its letter.
+    ('ᄀ가', 'ㄱ가'),  # A lone initial: its letter.
+    ('조절ᆯ ᄒ', '조절ㄹ ㅎ'),
+    ('ㅋ가 a', 'ㅋ가 a'),  # Letters and Latin stay.
+  ],
+)
+def test_transcript_writes_lone_jamo_as_korean(unit, spelled, written):
+  vocab = Vocabulary.build(
+    ['위준 안 발생합니다 가 조절 한 ㅋ a'], unit=unit, max_size=100
+  )
+  ids = vocab.encode(spelled)
+  assert Vocabulary.UNK_ID not in ids
+  assert vocab.decode(ids) == spelled
+  assert vocab.transcript(ids) == written
+
+
+def test_write_hangul_keeps_well_formed_text():
+  s = '가나 닭 ㅋㅋ é a\u2047'
+  assert text.write_hangul(text.decompose_hangul(s)) == s
+  assert text.write_hangul('\u1161\u11ab\u11ab') == '안ㄴ'
+
+
+@functools.cache
+def _hypothesis_vocab(unit):
+  return Vocabulary.build(
+    ['가나 다라 닭이 울었다', '읽는 ㅋ 사람'], unit=unit, max_size=60
+  )
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), unit=st.sampled_from(text.UNITS))
+def test_transcript_of_any_hypothesis_is_clean_text(data, unit):
+  """Whatever ids a model emits: single spaces, no bare conjoining jamo,
+  and words that are the transcript's and spell their own units."""
+  vocab = _hypothesis_vocab(unit)
+  ids = data.draw(st.lists(st.integers(3, len(vocab) - 1), max_size=30))
+  transcript = vocab.transcript(ids)
+  assert transcript == ' '.join(transcript.split())
+  assert not any(0x1100 <= ord(ch) <= 0x11FF for ch in transcript)
+  words = vocab.words(ids)
+  assert [w.text for w in words] == transcript.split()
+  for w in words:
+    assert Vocabulary.SPACE_ID not in [ids[i] for i in w.units]
+    assert vocab.transcript([ids[i] for i in w.units]) == w.text
 
 
 def test_saved_file_is_readable_utf8(tmp_path):

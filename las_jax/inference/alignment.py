@@ -7,8 +7,9 @@ extended sequence blank, y_1, blank, ..., y_L, blank; Graves et al. 2006,
 as torchaudio's `forced_align` and CTC segmentation tools compute) gives
 each unit the frames of its run: it starts at the first frame the path
 emits it and ends after the last. A word's times are the span of its
-units (words are separated by the space unit). Frame f covers
-[f, f + 1) * `frame_seconds` of the audio the model read.
+units; words are `Vocabulary.words`, the units between space units as the
+transcript writes them. Frame f covers [f, f + 1) * `frame_seconds` of
+the audio the model read.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class Span:
   text: str
   start: float
   end: float
+
+  def __post_init__(self):
+    # Plain floats, whatever arithmetic made them: JSON-able, short repr.
+    object.__setattr__(self, 'start', float(self.start))
+    object.__setattr__(self, 'end', float(self.end))
 
 
 def forced_align(
@@ -102,6 +108,28 @@ def encoder_frame_seconds(config) -> float:
   return hop_s * many / int(models.encoder_lengths(config.model, many))
 
 
+def transcript_units(tokens_L: Sequence[int], vocab: Vocabulary) -> np.ndarray:
+  """Indices of the units that spell a hypothesis' transcript.
+
+  Each word's units (`Vocabulary.words`) with one space unit between
+  words: the leading, trailing and repeated spaces the transcript drops
+  are not aligned either, so the times are those of the text users read
+  (for character units, `forced_align` of `vocab.encode(transcript)`).
+
+  Returns:
+    int [L'] indices into `tokens_L`, increasing.
+  """
+  tokens = np.asarray(tokens_L, np.int64)
+  words = vocab.words(tokens)
+  spaces = np.flatnonzero(tokens == Vocabulary.SPACE_ID)
+  kept = []
+  for word in words:
+    if kept:  # The space unit before this word.
+      kept.append(spaces[np.searchsorted(spaces, kept[-1])])
+    kept.extend(word.units)
+  return np.asarray(kept, np.int64)
+
+
 def word_spans(
   tokens_L: Sequence[int],
   frames_Lx2: np.ndarray,
@@ -109,30 +137,25 @@ def word_spans(
   frame_seconds: float,
   offset: float = 0.0,
 ) -> list[Span]:
-  """Words (units between spaces) with the span of their units' frames.
+  """Words (`Vocabulary.words`) with the span of their units' frames.
 
   Args:
     tokens_L: the hypothesis' unit ids.
     frames_Lx2: `forced_align`'s frames of each unit.
-    vocab: decodes each word's units into text.
+    vocab: splits the units into words and writes them.
     frame_seconds: seconds per encoder frame.
     offset: seconds added to every time (a segment's start).
+
+  Returns:
+    The words in order, with the texts of `vocab.transcript(tokens_L)`
+    and times in seconds (Python floats, rounded to milliseconds).
   """
-  words, current = [], []
-  for i, token in enumerate(tokens_L):
-    if token == Vocabulary.SPACE_ID:
-      if current:
-        words.append(current)
-      current = []
-    else:
-      current.append(i)
-  if current:
-    words.append(current)
+  frames_Lx2 = np.asarray(frames_Lx2)
   return [
     Span(
-      vocab.decode([tokens_L[i] for i in word]),
-      round(offset + frames_Lx2[word[0], 0] * frame_seconds, 3),
-      round(offset + frames_Lx2[word[-1], 1] * frame_seconds, 3),
+      word.text,
+      round(offset + float(frames_Lx2[word.units[0], 0]) * frame_seconds, 3),
+      round(offset + float(frames_Lx2[word.units[-1], 1]) * frame_seconds, 3),
     )
-    for word in words
+    for word in vocab.words(tokens_L)
   ]

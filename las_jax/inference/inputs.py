@@ -32,14 +32,24 @@ class DecodeItem:
   """One utterance to transcribe.
 
   Attributes:
-    id: utterance id: the path as found for files, the corpus id for .trn
-      lists and dataset splits.
-    name: how messages refer to it (a path, 'eval_clean.trn:12', ...).
+    id: utterance id, unique among the items of one decode: the path as
+      given (or found in a directory) for files; the corpus id (the file
+      name without extension) for .trn lists, or where several lines
+      share it, the path relative to their common directory; the record's
+      id for dataset splits.
+    name: how messages refer to it: the path for files, the path and its
+      line for .trn lists ('x.pcm (eval_clean.trn:12)'), 'eval_clean[3]'
+      for dataset records.
     reference: normalized reference transcript, or None when unknown.
     load: returns the samples (int16, mono, 16 kHz); raises
       `audio.AudioError` naming the file when it cannot.
     path: the audio file, when the item is one (long-form decoding reads
       it in blocks instead of calling `load`); None for dataset records.
+    output_stem: the item's per-input output files (subtitles) are named
+      this plus their extension; unique among one decode's items, stable
+      for the same inputs: the file's path relative to the inputs' common
+      directory without its extension (with it where two inputs differ
+      only there, as a.wav and a.flac); None: the id.
   """
 
   id: str
@@ -47,6 +57,7 @@ class DecodeItem:
   reference: str | None
   load: Callable[[], np.ndarray]
   path: str | None = None
+  output_stem: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +155,7 @@ def trn_items(
     items.append(
       DecodeItem(
         id=utt.id,
-        name=utt.source,
+        name=f'{path} ({utt.source})',
         reference=reference,
         load=lambda path=path: audio.read_audio(path),
         path=path,
@@ -171,8 +182,9 @@ def path_items(
 
   Returns:
     (items, rejected, notes): items in the order given (directory contents
-    sorted); notes count the files of each directory that were passed over
-    by extension.
+    sorted), with unique ids and output stems (see `DecodeItem`); a file
+    given again (by any path) is rejected, decoded once; notes count the
+    files of each directory that were passed over by extension.
   """
   items, rejected, notes = [], [], []
   for path in paths:
@@ -190,7 +202,53 @@ def path_items(
       rejected.extend(bad)
     else:
       items.append(_file_item(path))
+  items = _distinct(items, rejected)
   return items, rejected, notes
+
+
+def _distinct(
+  items: list[DecodeItem], rejected: list[Rejected]
+) -> list[DecodeItem]:
+  """Items with unique ids and output stems, each file once (the later
+  listings of a file are appended to `rejected`)."""
+  first: dict[str, DecodeItem] = {}
+  for item in items:
+    key = os.path.realpath(item.path)
+    if key in first:
+      reason = f'the same file as {first[key].name}, decoded once'
+      rejected.append(Rejected(item.name, reason))
+    else:
+      first[key] = item
+  items = list(first.values())
+  # Ids shared by several files (corpus ids of .trn lines: x.wav and x.flac,
+  # or d1/x.wav and d2/x.wav) become their paths from a common directory.
+  by_id = collections.defaultdict(list)
+  for i, item in enumerate(items):
+    by_id[item.id].append(i)
+  ids = [item.id for item in items]
+  for shared in by_id.values():
+    if len(shared) > 1:
+      paths = _relative_paths([items[i].path for i in shared])
+      for i, path in zip(shared, paths, strict=True):
+        ids[i] = path
+  relative = _relative_paths([item.path for item in items])
+  stems = [os.path.splitext(path)[0] for path in relative]
+  count = collections.Counter(stems)
+  return [
+    dataclasses.replace(
+      item, id=id_, output_stem=stem if count[stem] == 1 else path
+    )
+    for item, id_, stem, path in zip(items, ids, stems, relative, strict=True)
+  ]
+
+
+def _relative_paths(paths: Sequence[str]) -> list[str]:
+  """`paths` relative to the deepest directory that holds them all."""
+  if not paths:
+    return []
+  absolute = [os.path.abspath(p) for p in paths]
+  root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+  return [os.path.relpath(p, root) for p in absolute]
 
 
 def split_items(

@@ -55,6 +55,12 @@ class Segment:
   # Word times, with `timestamps` (else None).
   words: tuple[alignment.Span, ...] | None = None
 
+  def __post_init__(self):
+    # Plain floats, whatever arithmetic made them: JSON-able, short repr.
+    object.__setattr__(self, 'start', float(self.start))
+    object.__setattr__(self, 'end', float(self.end))
+    object.__setattr__(self, 'score', float(self.score))
+
 
 @dataclasses.dataclass(frozen=True)
 class Splitter:

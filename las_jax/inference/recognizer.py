@@ -442,17 +442,24 @@ class Recognizer:
     self,
     utterances: Iterable[tuple[Any, np.ndarray]],
     timestamps: bool = False,
+    max_wait: int | None = None,
   ) -> Iterator[tuple[Any, list[Hypothesis]]]:
     """Decodes `(key, samples)` pairs as they come; yields `(key, n-best)`.
 
-    Utterances wait in their length bucket until it holds `batch_size`;
-    the rest are decoded at the end. Results therefore come in batch order,
-    not input order. One batch is kept in flight: the next one is read and
+    Utterances wait in their length bucket until it holds `batch_size`
+    (or, with `max_wait`, until they have waited that long); the rest are
+    decoded at the end. Results therefore come in batch order, not input
+    order. One batch is kept in flight: the next one is read and
     dispatched while the accelerator works on it.
 
     Args:
       utterances: keys (anything) with `prepare`d int16 samples.
       timestamps: time the best hypothesis' words (`Hypothesis.words`).
+      max_wait: a bucket is decoded, full or not, once its first
+        utterance has waited while this many later ones were read: this
+        bounds how far behind the input a result can come (a rare length
+        bucket would otherwise hold its first utterance to the end of the
+        stream); None: only full buckets are decoded before the end.
     """
     if timestamps and not self.has_ctc_head:
       raise ValueError(
@@ -462,12 +469,22 @@ class Recognizer:
     pending: dict[int, list[tuple[Any, np.ndarray]]] = collections.defaultdict(
       list
     )
+    # Bucket -> how many utterances had been read when its first came.
+    first_read: dict[int, int] = {}
     in_flight = None
-    for key, samples_N in utterances:
+    for read, (key, samples_N) in enumerate(utterances, start=1):
       padded = self.padded_length(samples_N.size)
+      if padded not in pending:
+        first_read[padded] = read
       pending[padded].append((key, samples_N))
-      if len(pending[padded]) == self.batch_size:
-        launched = self._launch(pending.pop(padded), padded, timestamps)
+      due = [
+        p
+        for p in pending
+        if len(pending[p]) == self.batch_size
+        or (max_wait is not None and read - first_read[p] >= max_wait)
+      ]
+      for p in sorted(due, key=first_read.__getitem__):
+        launched = self._launch(pending.pop(p), p, timestamps)
         if in_flight is not None:
           yield from self._finish(*in_flight)
         in_flight = launched
@@ -672,22 +689,24 @@ class Recognizer:
           continue
         ids = out['tokens'][b, k, : out['lengths'][b, k]]
         words = self._words(out, b, ids) if timestamps and k == 0 else None
-        hyps.append(Hypothesis(self.vocab.decode(ids), float(score), words))
+        hyps.append(Hypothesis(self.vocab.transcript(ids), float(score), words))
       yield key, hyps
 
   def _words(self, out, b: int, ids: np.ndarray):
-    """Word times of row b's best hypothesis (`Hypothesis.words`)."""
+    """Word times of row b's best hypothesis (`Hypothesis.words`): the
+    forced alignment of the units its transcript spells."""
     n = ids.size - int(ids.size > 0 and ids[-1] == Vocabulary.EOS_ID)
+    kept = alignment.transcript_units(ids[:n], self.vocab)
     frames = out['enc_lengths'][b]
     timed = alignment.align_columns(
-      out['unit_log_probs'][b, :frames, :n],
+      out['unit_log_probs'][b, :frames][:, kept],
       out['blank_log_probs'][b, :frames],
-      ids[:n],
+      ids[kept],
     )
     if timed is None:
       return None
     return tuple(
-      alignment.word_spans(ids[:n], timed, self.vocab, self.frame_seconds)
+      alignment.word_spans(ids[kept], timed, self.vocab, self.frame_seconds)
     )
 
   def _decode_fn(self, state, audio_BxN, lengths_B, *, timestamps):

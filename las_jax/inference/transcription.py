@@ -2,17 +2,18 @@
 
 `run(...)` restores a model into a `Recognizer`, streams the inputs
 through it and writes:
-- stdout: one `id<TAB>hypothesis` line per utterance, as it is decoded
-  (batch order, not input order);
-- a JSONL file, one object per utterance with `id`, `hypothesis`,
-  `reference` (null when unknown), `errors` (`metrics.utterance_errors` as
-  a dict, null without a reference), `nbest` (`[{"text", "score"}]`, best
-  first), `audio_seconds` and `loop` (the hypothesis looks like a loop);
+- stdout: one `id<TAB>hypothesis` line per utterance, in input order
+  (each as soon as it and every input before it are decoded or skipped);
+- a JSONL file, in the same order, one object per utterance with `id`,
+  `hypothesis`, `reference` (null when unknown), `errors`
+  (`metrics.utterance_errors` as a dict, null without a reference),
+  `nbest` (`[{"text", "score"}]`, best first), `audio_seconds` and `loop`
+  (the hypothesis looks like a loop);
 - `<output>.summary.json` and a summary on stderr: utterances, skipped
   inputs, CER (spaces removed, KoSpeech's metric), CER with spaces, WER,
   sWER (when references exist), the real-time factor (decoding wall
-  time, compilation excluded, over seconds of audio) and the number of
-  hypotheses that look like loops.
+  time, compilation excluded, over seconds of audio; null when nothing
+  was decoded) and the number of hypotheses that look like loops.
 
 Inputs that cannot be decoded (missing, unreadable or corrupt files, silent
 or too short audio, malformed .trn lines) are reported by name on stderr
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
@@ -41,6 +41,13 @@ from las_jax import audio, metrics, run_layout
 from las_jax.inference import inputs, subtitles
 from las_jax.inference.long_form import Segment
 from las_jax.inference.recognizer import Hypothesis, Recognizer
+
+# How many batches' worth of later utterances may be read while one waits
+# in a partly filled length bucket (`Recognizer.decode_stream`'s
+# max_wait): with input-order output, results fall at most this far
+# behind; a bucket that holds fewer than 1 in this many utterances is
+# decoded in smaller batches.
+_MAX_WAIT_BATCHES = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,10 +72,10 @@ class Summary:
   loops: int = 0
 
   @property
-  def real_time_factor(self) -> float:
-    """Decoding seconds per second of audio (NaN without audio)."""
+  def real_time_factor(self) -> float | None:
+    """Decoding seconds per second of audio (None without audio)."""
     if not self.audio_seconds:
-      return math.nan
+      return None
     return self.decode_seconds / self.audio_seconds
 
   def to_dict(self) -> dict[str, Any]:
@@ -78,6 +85,13 @@ class Summary:
 
   def report(self) -> str:
     """Human-readable lines for the end of a run."""
+    if not self.utterances:
+      if not self.skipped:
+        return 'Nothing was decoded: the inputs hold no utterances.'
+      return (
+        f'Nothing was decoded: all {self.skipped} input(s) were skipped '
+        '(reasons above).'
+      )
     lines = [
       f'Decoded {self.utterances} utterances, {self.audio_seconds:.1f} s of '
       f'audio, {self.warned} with warnings; skipped {self.skipped} '
@@ -133,7 +147,8 @@ def transcribe_items(
     timestamps: add each word's start and end seconds to the records.
     long_form: decode every item as segments.
     formats: also write each item's segments as these `subtitles.FORMATS`.
-    format_dir: where those files go (named after the item's id).
+    format_dir: where those files go, as `<output_stem>.<format>`
+      (`inputs.DecodeItem.output_stem`; the id when it has none).
 
   Returns:
     The run's totals and error rates.
@@ -146,16 +161,22 @@ def transcribe_items(
   audio_seconds = 0.0
   # key -> (item, seconds, seconds searched, first sample kept).
   pending: dict[int, tuple[inputs.DecodeItem, float, float, int]] = {}
-  # Items decoded as segments: the samples kept and the first one's index,
-  # or None for a file read in blocks.
-  long_items: list[tuple[inputs.DecodeItem, np.ndarray | None, int]] = []
+  # Items decoded as segments: key, item, the samples kept and the first
+  # one's index, or None for a file read in blocks.
+  long_items: list[tuple[int, inputs.DecodeItem, np.ndarray | None, int]] = []
+  # Outputs wait here until every item before them is done: key -> the
+  # arguments of `write`, or None for a skipped item.
+  done: dict[int, tuple | None] = {}
+  next_key = 0
   sample_rate = recognizer.sample_rate
 
   def named(item: inputs.DecodeItem, message: str) -> str:
-    # Audio messages usually start with the path already.
-    return (
-      message if message.startswith(item.name) else f'{item.name}: {message}'
-    )
+    # Audio messages usually start with the name or the path already.
+    if message.startswith(item.name):
+      return message
+    if item.path and message.startswith(f'{item.path}: '):
+      message = message[len(item.path) + 2 :]
+    return f'{item.name}: {message}'
 
   def reported(item: inputs.DecodeItem, fn):
     """fn() with audio problems reported by name; None when it failed."""
@@ -182,7 +203,7 @@ def transcribe_items(
     nonlocal audio_seconds
     for key, item in enumerate(items):
       if long_form and item.path is not None:
-        long_items.append((item, None, 0))  # Read in blocks, later.
+        long_items.append((key, item, None, 0))  # Read in blocks, later.
         continue
 
       def load(item=item):
@@ -192,10 +213,11 @@ def transcribe_items(
 
       loaded = reported(item, load)
       if loaded is None:
+        finish(key, None)
         continue
       size, kept_N, first = loaded
       if long_form or recognizer.is_long(kept_N.size):
-        long_items.append((item, kept_N, first))
+        long_items.append((key, item, kept_N, first))
         continue
       audio_seconds += size / sample_rate
       # The search's token limit follows the trimmed audio.
@@ -234,14 +256,28 @@ def transcribe_items(
       ]
     jsonl.write(json.dumps(record, ensure_ascii=False) + '\n')
     for fmt in formats:
-      path = format_dir / f'{_file_stem(item.id)}.{fmt}'
+      path = format_dir / f'{_output_stem(item)}.{fmt}'
       path.parent.mkdir(parents=True, exist_ok=True)
       path.write_text(subtitles.render(segments, fmt), encoding='utf-8')
     decoded += 1
 
+  def finish(key: int, output: tuple | None) -> None:
+    """Writes the outputs of `key` and of the keys after it that are done
+    (stdout and the JSONL in input order, however batches finish)."""
+    nonlocal next_key
+    done[key] = output
+    while next_key in done:
+      output = done.pop(next_key)
+      if output is not None:
+        write(*output)
+      next_key += 1
+
   compile_before = recognizer.compile_seconds
   start = time.perf_counter()
-  for key, hyps in recognizer.decode_stream(prepared(), timestamps):
+  # Results are written in input order: an utterance waits at most this
+  # many reads in a partly filled bucket, so output keeps flowing.
+  max_wait = _MAX_WAIT_BATCHES * recognizer.batch_size
+  for key, hyps in recognizer.decode_stream(prepared(), timestamps, max_wait):
     item, seconds, searched_seconds, first = pending.pop(key)
     hyps = [recognizer.shifted(h, first) for h in hyps]
     best = hyps[0] if hyps else None
@@ -260,8 +296,8 @@ def transcribe_items(
           best.words,
         )
       ]
-    write(item, hyps, seconds, segments, loop)
-  for item, kept_N, first in long_items:
+    finish(key, (item, hyps, seconds, segments, loop))
+  for key, item, kept_N, first in long_items:
     source = item.path if kept_N is None else kept_N
     segments = reported(
       item,
@@ -270,12 +306,14 @@ def transcribe_items(
       ),
     )
     if segments is None:
+      finish(key, None)
       continue
     if not segments:  # As a short input that trims to nothing is.
       print(
         f'Skipping {item.name}: audio is silent (no speech found)', file=stderr
       )
       skipped += 1
+      finish(key, None)
       continue
     segments = [recognizer.shifted_segment(g, first) for g in segments]
     seconds = _duration(item, kept_N, sample_rate)
@@ -294,7 +332,7 @@ def transcribe_items(
       )
       for g in segments
     )
-    write(item, [Hypothesis(text, score)], seconds, segments, loop)
+    finish(key, (item, [Hypothesis(text, score)], seconds, segments, loop))
   compile_seconds = recognizer.compile_seconds - compile_before
   return Summary(
     utterances=decoded,
@@ -319,9 +357,10 @@ def _duration(item, kept_N, sample_rate) -> float:
   return audio.duration(item.path)
 
 
-def _file_stem(item_id: str) -> str:
-  """A file name for an item's subtitles: its id's base name, no suffix."""
-  return Path(item_id).stem or 'audio'
+def _output_stem(item: inputs.DecodeItem) -> Path:
+  """`item.output_stem` (or its id) as a path inside the output folder."""
+  parts = Path(item.output_stem or item.id).parts
+  return Path(*[p for p in parts if p != '..' and not Path(p).anchor] or ['_'])
 
 
 def default_output(run_dir: Path, name: str) -> Path:
@@ -376,7 +415,9 @@ def run(
     long_form: decode every input as segments split at pauses (inputs
       longer than the model's largest audio bucket always are).
     formats: also write each input's segments as subtitles or text
-      (`subtitles.FORMATS`), in `<output without .jsonl>/<input>.<fmt>`.
+      (`subtitles.FORMATS`), in `<output without .jsonl>/<input>.<fmt>`,
+      <input> the file's path from the inputs' common directory (see
+      `inputs.DecodeItem.output_stem`).
     **options: `Recognizer` options (beam_size, batch_size, ctc_mode,
       ctc_weight, lm_workdir, lm_weight, length_bonus, length_penalty,
       max_tokens_per_second, compute_dtype); None values mean the config's.
