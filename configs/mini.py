@@ -5,7 +5,7 @@
   python train.py --config configs/mini.py --workdir runs/mini
   python decode.py --workdir runs/mini --which=best --split=eval_clean
 
-A small joint CTC-attention LAS that learns this corpus in about 20
+A small joint CTC-attention LAS that learns this corpus in about 22
 minutes on 2 CPU cores (batch 16 runs at ~45 utterances/s):
 - 40 log-mel bins and a narrow VGG (8/16 channels): the conv front end
   dominates CPU time and synthetic speech needs no more;
@@ -24,6 +24,10 @@ The recipe that made it learn: CTC alone for the first 800 steps
 memorized train sentences from a summary on the first encoder frame and
 attention never aligned. SpecAugment is off: the corpus already varies
 voice, speed, pitch and noise, and masking slowed the start several-fold.
+The learning rate is held until step 2350 and decays over the last 1250
+steps: with the decay from step 1550 of a 3000-step run, dev CER (greedy
+attention) was 20.9% at the end; held longer it was 13.5% at step 3000
+and still falling.
 Utterances are 1.4-6.3 s with at most 49 pieces: two audio buckets x two
 token buckets = at most four compilations.
 """
@@ -60,11 +64,11 @@ def get_config():
   model.ctc_weight = 0.5
 
   train = config.train
-  train.num_steps = 3000
+  train.num_steps = 3600
   train.peak_lr = 3e-3
   train.warmup_steps = 50
-  train.hold_steps = 1500
-  train.decay_steps = 1450
+  train.hold_steps = 2300
+  train.decay_steps = 1250
   train.max_grad_norm = 5.0
   train.ctc_warmup_steps = 800
   train.teacher_forcing_steps = 2500
