@@ -15,6 +15,27 @@ T_ALONE, L_ALONE = 23, 5  # The utterance under test, unpadded.
 T_BATCH, L_BATCH = 41, 8  # Its batch: longer audio and longer targets.
 
 
+def _build(config, seed):
+  """The model, its zero-initialized parameters (biases, norm shifts)
+  given random values as training gives them: at zero, a padded frame's
+  zero input maps to exactly zero and a missing mask goes unseen."""
+  model = build_model(config, VOCAB, nnx.Rngs(seed))
+  params = nnx.state(model, nnx.Param)
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  nnx.update(
+    model,
+    jax.tree.unflatten(
+      treedef,
+      [
+        x if jnp.any(x) else 0.5 * jax.random.normal(k, x.shape, x.dtype)
+        for x, k in zip(leaves, keys, strict=True)
+      ],
+    ),
+  )
+  return model
+
+
 def _inputs():
   keys = jax.random.split(jax.random.key(7), 2)
   feats = jax.random.normal(keys[0], (3, T_BATCH, 16))
@@ -53,7 +74,7 @@ def test_las_eval_logits_padding_invariant(
     input_feeding=input_feeding,
     ctc_weight=ctc_weight,
   )
-  model = build_model(config, VOCAB, nnx.Rngs(1))
+  model = _build(config, 1)
   feats, lengths, tokens = _inputs()
 
   @nnx.jit
@@ -87,6 +108,8 @@ def test_las_eval_logits_padding_invariant(
       batched['ctc_logits_BxSxV'][1, :s],
       atol=1e-5,
     )
+    # Padded frames' logits are exactly zero, like the encoder's frames.
+    assert np.all(batched['ctc_logits_BxSxV'][1, s:] == 0.0)
 
 
 @pytest.mark.parametrize(
@@ -97,7 +120,7 @@ def test_train_mode_invariant_to_extra_padding(name, extractor):
   config = tiny_model_config(
     name=name, extractor=extractor, encoder_rnn_type='gru'
   )
-  model = build_model(config, VOCAB, nnx.Rngs(2))
+  model = _build(config, 2)
   feats, lengths, tokens = _inputs()
   lengths = lengths.at[0].set(35)
   key = 'ctc_logits_BxSxV' if name == 'deepspeech2' else 'logits_BxLxV'
@@ -118,3 +141,5 @@ def test_train_mode_invariant_to_extra_padding(name, extractor):
     np.testing.assert_allclose(
       short[key][i, :n], long[key][i, :n], atol=1e-5, rtol=1e-5
     )
+    if name == 'deepspeech2':  # Its CTC logits are zero past the length.
+      assert np.all(long[key][i, n:] == 0.0)

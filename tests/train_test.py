@@ -122,6 +122,21 @@ def _spy_on_restores(monkeypatch):
   return restored
 
 
+def _spy_on_background_saves(monkeypatch):
+  """Records, for every orbax save, whether it was still being written
+  when `save` returned: never when saving synchronously."""
+  in_background = []
+  original = ocp.CheckpointManager.save
+
+  def save(self, *args, **kwargs):
+    saved = original(self, *args, **kwargs)
+    in_background.append(self.is_saving_in_progress())
+    return saved
+
+  monkeypatch.setattr(ocp.CheckpointManager, 'save', save)
+  return in_background
+
+
 def _assert_checkpoint_holds(workdir, step, want):
   """The complete checkpoint `step` of `workdir` holds the state `want`."""
   with ocp.StandardCheckpointer() as ckpt:
@@ -179,6 +194,7 @@ def test_resume_repeats_the_uninterrupted_run(
   # Both runs save asynchronously, the default: the production save path
   # (the step donates the state the background save was given).
   six = dict(train__num_steps=6, train__async_checkpointing=True)
+  in_background = _spy_on_background_saves(monkeypatch)
   straight = train_lib.train_and_evaluate(
     _config(corpus, **six), tmp_path / 'straight'
   )
@@ -219,6 +235,11 @@ def test_resume_repeats_the_uninterrupted_run(
       '6',
     ]
     _assert_checkpoint_holds(workdir, 6, _params(state))
+  # ...and were written in the background: a synchronous save returns no
+  # save unfinished, while the background writes and renames of the 12
+  # saves (6 + 4 latest, one best per run) never all finish before the
+  # statement after `save`.
+  assert len(in_background) >= 10 and any(in_background), in_background
 
 
 def test_incompatible_workdir_is_refused(corpus, two_step_run, tmp_path):
