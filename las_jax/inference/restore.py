@@ -20,7 +20,6 @@ from pathlib import Path
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from las_jax import models, run_layout
@@ -91,6 +90,10 @@ def restore_model(
     The model with the checkpoint's parameters and other variables (batch
     norm statistics), on the default device.
   """
+  # Deferred: a quarter second to import, which loading an exported model
+  # (`pretrained`, also through this module) does not need.
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+
   state_dir = _state_dir(Path(checkpoint).absolute())
   graphdef, params, variables, rng_streams = abstract_model(config, vocab_size)
   target = {'params': params, 'variables': variables}
