@@ -82,9 +82,10 @@ class Ksponspeech(tfds.core.GeneratorBasedBuilder):
     scripts = find_scripts(manual_dir)
     if not scripts:
       wanted = ', '.join(f'{s}.trn' for s in SPLITS)
+      where = ' or '.join(transcripts.SCRIPT_DIRS)
       raise FileNotFoundError(
         f'{manual_dir}: no split lists found; expected one of {wanted} in '
-        f'{" or ".join(transcripts.SCRIPT_DIRS)}/. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}'
+        f'{where}/. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}'
       )
     return {
       split: self._generate_examples(split, path, manual_dir)
