@@ -109,6 +109,9 @@ def restore_model(
         partial_restore=True,
       ),
     )
+  # orbax gives NumPy arrays for targets without a sharding: put them on
+  # the device once, not with every call of a compiled program.
+  restored = jax.device_put(restored)
   return nnx.merge(
     graphdef, restored['params'], restored['variables'], rng_streams
   )
