@@ -29,6 +29,7 @@ trained by train.py (--lm_weight):
       --lm_workdir runs/mini_lm --lm_weight=0.3
 """
 
+import gc
 import sys
 
 import jax
@@ -180,6 +181,9 @@ def main(argv: list[str]) -> None:
     sys.exit(f'decode.py: {e}')
   if not summary.utterances:
     sys.exit('decode.py: no input could be decoded')
+  # The interpreter's exit would garbage-collect every object JAX and Flax
+  # made, 0.6 s of a short run on 2 busy cores; nothing left needs it.
+  gc.freeze()
 
 
 if __name__ == '__main__':
