@@ -148,6 +148,19 @@ def test_unusable_entry_is_traced_again_and_replaced(
   assert traces[0] == 1  # ...and used.
 
 
+def test_program_export_refuses_is_compiled_without_storing(
+  run, traced, tmp_path, monkeypatch, caplog
+):
+  def refuse(*args, **kwargs):
+    raise ValueError('Cannot serialize code with custom calls')
+
+  monkeypatch.setattr(aot.export, 'export', refuse)
+  with cache_at(tmp_path):
+    assert decode(run.model, run) == traced
+  assert 'Cannot export program decode 2x16000' in caplog.text
+  assert not entries(tmp_path)
+
+
 # Modules decode.py must not import to transcribe files (slow imports it
 # does not use): the dataset builders' TFDS, scipy.signal (an STFT
 # window), grain (the training input pipeline, which imports orbax).

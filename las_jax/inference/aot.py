@@ -26,8 +26,9 @@ are traced and compiled as plain `jax.jit` ones and nothing is written. A
 missing entry is traced, exported and stored; an entry that cannot be read,
 deserialized or compiled is reported (a warning naming the file and the
 reason) and replaced by a fresh trace, so a damaged cache never stops a
-decode. Entries are small and never evicted; deleting the directory is
-always safe.
+decode; a program `jax.export` refuses is compiled as a plain `jax.jit`
+one, with a warning. Entries are small and never evicted; deleting the
+directory is always safe.
 """
 
 from __future__ import annotations
@@ -180,14 +181,7 @@ def compile(  # noqa: A001  As jax.stages' `.compile()`.
           e,
         )
     if compiled is None:
-      blob = export.export(jax.jit(flat_fn))(*specs).serialize()
-      try:
-        _write(path, header, blob)
-      except OSError as e:
-        logging.warning('Cannot store exported program %s: %s', path, e)
-      # Compiled from its serialized form, so the compilation cache holds
-      # the executable the next start will look up.
-      compiled = _compile_exported(export.deserialize(blob), specs)
+      compiled = _export_and_compile(flat_fn, specs, name, path, header)
 
   def call(*call_args):
     return compiled(*jax.tree.leaves(call_args))
@@ -197,3 +191,25 @@ def compile(  # noqa: A001  As jax.stages' `.compile()`.
 
 def _compile_exported(exported: export.Exported, specs: list[Any]):
   return jax.jit(exported.call).lower(*specs).compile()
+
+
+def _export_and_compile(flat_fn, specs, name, path, header):
+  """Traces, stores and compiles the program; without storing it when it
+  cannot be exported (a custom call `jax.export` refuses, say)."""
+  try:
+    blob = export.export(jax.jit(flat_fn))(*specs).serialize()
+  except Exception as e:  # Tracing errors come again below.
+    logging.warning(
+      'Cannot export program %s (%s: %s); compiled without storing it.',
+      name,
+      type(e).__name__,
+      e,
+    )
+    return jax.jit(flat_fn).lower(*specs).compile()
+  try:
+    _write(path, header, blob)
+  except OSError as e:
+    logging.warning('Cannot store exported program %s: %s', path, e)
+  # Compiled from its serialized form, so the compilation cache holds the
+  # executable the next start looks up.
+  return _compile_exported(export.deserialize(blob), specs)
