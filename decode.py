@@ -19,7 +19,7 @@ conversions worth knowing are reported as warnings, one line per file
 each; the exit status is 0 when at least one input was decoded. JAX options are flags too (`--jax_platforms=cpu`).
 Compiled programs are cached on disk, so a second run starts at once
 (`--jax_compilation_cache_dir=` turns that off; see
-las_jax/compilation_cache.py).
+las_jax/compilation_cache.py and las_jax/inference/aot.py).
 
 LAS with a CTC head decodes with one-pass joint CTC/attention beam search
 by default (--ctc_mode, --ctc_weight); --lm_workdir fuses a language model
