@@ -9,6 +9,9 @@ $XDG_CACHE_HOME/las_jax/jax (default ~/.cache/las_jax/jax);
 `--jax_compilation_cache_dir=DIR` moves it and an empty value
 (`--jax_compilation_cache_dir=`) turns it off, as does
 JAX_COMPILATION_CACHE_DIR in the environment, which wins over the default.
+The recognizer keeps its decode programs beside it in exported form
+(`las_jax.inference.aot`), so that a warm start does not trace them
+either; the same setting turns that off.
 """
 
 import os

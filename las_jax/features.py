@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import scipy.signal
 
 # KoSpeech scales KsponSpeech PCM by 1/32767 (not librosa's 1/32768).
 INT16_SCALE = 1.0 / 32767.0
@@ -101,8 +100,8 @@ def _filterbank(
   `num_mels + 2` points evenly spaced in mels, scaled to unit area. Its
   float64 arithmetic is librosa's step for step, so the float32 result is
   bit for bit librosa's (tests/features_test.py), without librosa and its
-  numba compiler on the accelerator hosts. The window is scipy's, as
-  librosa takes it.
+  numba compiler on the accelerator hosts. The window is scipy's
+  (`window_samples`), as librosa takes it.
   """
   fmax = sample_rate / 2 if fmax is None else fmax
   fft_hz = np.fft.rfftfreq(n=n_fft, d=1.0 / sample_rate)
@@ -119,11 +118,34 @@ def _filterbank(
   area = 2.0 / (edges_hz[2:] - edges_hz[:-2])
   weights = (weights * area[:, None]).astype(np.float32)
   mel_KxF = np.ascontiguousarray(weights.T)
-  win_W = scipy.signal.get_window(window, n_fft, fftbins=True)
-  win_W = win_W.astype(np.float32)
+  win_W = window_samples(window, n_fft)
   for a in (mel_KxF, win_W):
     a.setflags(write=False)
   return mel_KxF, win_W
+
+
+# Windows NumPy computes with the same float32 values as scipy's periodic
+# ones (checked for every length to 4096 in tests/features_test.py):
+# importing scipy.signal takes a second, a third of starting `decode.py`.
+_NUMPY_WINDOWS = {
+  'hann': np.hanning,
+  'hamming': np.hamming,
+  'blackman': np.blackman,
+}
+
+
+def window_samples(window: str, n_fft: int) -> np.ndarray:
+  """float32 [n_fft]: `scipy.signal.get_window(window, n_fft)`, periodic.
+
+  'hann', 'hamming' and 'blackman' come from NumPy (the symmetric window
+  one sample longer, its last sample dropped, which is scipy's definition
+  of the periodic one); any other scipy window name from scipy.
+  """
+  if window in _NUMPY_WINDOWS and n_fft > 1:  # scipy: [1.] for one sample.
+    return _NUMPY_WINDOWS[window](n_fft + 1)[:-1].astype(np.float32)
+  import scipy.signal  # noqa: PLC0415  Deferred: a slow import.
+
+  return scipy.signal.get_window(window, n_fft, fftbins=True).astype(np.float32)
 
 
 def _valid_mask(lengths_B, size: int):

@@ -42,7 +42,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import grain
 import jax
 import ml_collections
 import numpy as np
@@ -327,6 +326,10 @@ class BatchIterator(Iterator[dict[str, Any]]):
     )
 
   def _start(self) -> Iterator[dict[str, Any]]:
+    # Deferred: grain imports orbax (half a second); the recognizer uses
+    # this module's buckets only.
+    import grain  # noqa: PLC0415
+
     plan = self.epoch_plan(self._epoch)[self._position :]
     ds = grain.MapDataset.source(plan).map(self._load)
     if not self._num_threads and not self._num_workers:

@@ -23,7 +23,6 @@ from typing import Any
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
 from configs import default
 
@@ -118,6 +117,10 @@ def checkpoint_dir(
   directory = Path(workdir).absolute() / CHECKPOINT_DIRS[which]
   if not directory.is_dir():
     raise FileNotFoundError(f'{directory}: no {which} checkpoints here')
+  # Deferred: orbax takes a quarter second to import, and only a training
+  # run's checkpoints need it (not an exported model).
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+
   steps = ocp.utils.checkpoint_steps(directory)  # Finalized ones only.
   if step is None:
     if not steps:

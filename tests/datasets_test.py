@@ -10,7 +10,7 @@ import soundfile as sf
 import tensorflow_datasets as tfds
 
 from las_jax import data
-from las_jax.data import ksponspeech
+from las_jax.data import transcripts
 
 _DIR = 'KsponSpeech_01/KsponSpeech_0001'
 
@@ -153,7 +153,7 @@ def test_ksponspeech_logs_skips(kspon_dir, tmp_path, caplog):
 def test_read_trn_accepts_cp949(tmp_path):
   trn = tmp_path / 'dev.trn'
   trn.write_bytes('a/b.pcm :: 안녕하세요\n'.encode('cp949'))
-  utterances, skipped = ksponspeech.read_trn(str(trn), '/corpus')
+  utterances, skipped = transcripts.read_trn(str(trn), '/corpus')
   assert skipped == []
   assert utterances[0].raw_text == '안녕하세요'
   assert utterances[0].audio_path == '/corpus/a/b.pcm'
@@ -248,7 +248,7 @@ def test_read_trn_paths_with_a_leading_slash(tmp_path):
   own.write_bytes(b'RIFF')
   trn = tmp_path / 'x.trn'
   trn.write_text(f'/a/b.pcm :: 가\n{own} :: 나\n', encoding='utf-8')
-  utterances, skipped = ksponspeech.read_trn(str(trn), str(corpus))
+  utterances, skipped = transcripts.read_trn(str(trn), str(corpus))
   assert skipped == []
   assert [u.audio_path for u in utterances] == [
     str(corpus / 'a' / 'b.pcm'),

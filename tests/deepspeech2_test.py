@@ -18,7 +18,7 @@ import pytest
 from configs import deepspeech2
 from las_jax import ctc, features, logging_utils
 from las_jax import train as train_lib
-from las_jax.data import ksponspeech
+from las_jax.data import transcripts
 from las_jax.inference import restore
 from las_jax.inference.recognizer import Recognizer
 from las_jax.text import Vocabulary
@@ -71,7 +71,7 @@ def audio_files(kspon_corpus):
   manual_dir = Path(kspon_corpus[0])
   paths = []
   for split in ('dev', 'eval_clean', 'eval_other'):
-    utterances, _ = ksponspeech.read_trn(
+    utterances, _ = transcripts.read_trn(
       str(manual_dir / 'scripts' / f'{split}.trn'), str(manual_dir)
     )
     paths += [u.audio_path for u in utterances]

@@ -108,6 +108,20 @@ def test_filterbank_is_librosas_bit_for_bit(
   np.testing.assert_array_equal(win_W, window.astype(np.float32))
 
 
+@pytest.mark.parametrize('window', ['hann', 'hamming', 'blackman', 'cosine'])
+def test_window_is_scipys_bit_for_bit(window):
+  # NumPy computes the common windows (scipy.signal is a slow import); the
+  # float32 values must be scipy's periodic window at every length.
+  import scipy.signal  # noqa: PLC0415
+
+  for n_fft in range(1, 4097):
+    np.testing.assert_array_equal(
+      features.window_samples(window, n_fft),
+      scipy.signal.get_window(window, n_fft, fftbins=True).astype(np.float32),
+      err_msg=f'{window} {n_fft}',
+    )
+
+
 def test_frame_lengths_zero_for_padding_rows(cfg):
   np.testing.assert_array_equal(
     features.frame_lengths(np.array([0, 1, 160, 480]), cfg), [0, 1, 2, 4]

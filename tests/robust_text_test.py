@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from las_jax import data
-from las_jax.data import common
+from las_jax.data import transcripts
 from las_jax.inference import inputs
 from las_jax.text import normalize_transcript
 
@@ -36,7 +36,7 @@ def _mixed_lines(root):
 def test_lines_decode_one_by_one(tmp_path):
   path = tmp_path / 'mixed.trn'
   path.write_bytes(_mixed_lines(tmp_path))
-  lines, bad = common.read_text_lines(path)
+  lines, bad = transcripts.read_text_lines(path)
   assert lines == [
     (1, 'KsponSpeech_01/a.pcm :: 입증책임을b/ 하는'),
     (2, 'KsponSpeech_01/b.pcm :: 무슨 (70%)/(칠십 퍼센트)'),
@@ -57,14 +57,14 @@ def test_byte_order_marks_select_the_encoding(tmp_path, encoding):
   if encoding == 'utf-16-be':
     body = b'\xfe\xff' + body
   path.write_bytes(body)
-  lines, bad = common.read_text_lines(path)
+  lines, bad = transcripts.read_text_lines(path)
   assert lines == [(1, 'a.pcm :: 가나다'), (2, 'b.pcm :: 라마 바')] and not bad
 
 
 def test_utf16_without_a_bom_is_named(tmp_path):
   path = tmp_path / 'list.tsv'
   path.write_bytes('a.wav\t가나\n'.encode('utf-16-le'))
-  lines, bad = common.read_text_lines(path)
+  lines, bad = transcripts.read_text_lines(path)
   assert lines == []
   assert {s.source for s in bad} == {'list.tsv:1', 'list.tsv:2'}
   assert all('UTF-16 without a byte-order mark' in s.reason for s in bad)

@@ -8,9 +8,8 @@ and written to `skipped_<split>.tsv` in the prepared dataset's directory;
 audio read with a warning (`audio.AudioWarning`: clipped, rescaled,
 mislabeled) is kept, and each warning is logged and counted.
 
-Transcript lists are decoded line by line (`read_text_lines`): a list
-mixing UTF-8 and CP949 lines, or with one stray byte, loses only the lines
-that are neither, each reported by file and line number.
+Transcript lists are read by `transcripts` (no TFDS there, so decoding
+never imports it).
 
 Beside the examples, each split gets its utterance index,
 `utterances_<split>.npz` (`utterance_index`): ids, transcripts, sample
@@ -22,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 
@@ -30,11 +28,17 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from las_jax import audio, text
+from las_jax import audio
 from las_jax.data import utterance_index
+from las_jax.data.transcripts import (
+  NONE,
+  PHONETIC,
+  SPELLING,
+  Skipped,
+  Utterance,
+  normalize,
+)
 
-# Transcription modes; 'none' (manifest builder only) collapses whitespace.
-PHONETIC, SPELLING, NONE = 'phonetic', 'spelling', 'none'
 # Release note of the builders' version 1.2.0, which added the index.
 INDEX_RELEASE_NOTE = (
   'Each split has an utterance index, utterances_<split>.npz: ids, '
@@ -44,119 +48,6 @@ INDEX_RELEASE_NOTE = (
 )
 # How many audio files are read ahead by the thread pool.
 _READ_AHEAD = 64
-# Byte-order marks, longest first (UTF-32 LE starts like UTF-16 LE).
-_BOMS = (
-  (b'\xff\xfe\x00\x00', 'utf-32-le'),
-  (b'\x00\x00\xfe\xff', 'utf-32-be'),
-  (b'\xef\xbb\xbf', 'utf-8'),
-  (b'\xff\xfe', 'utf-16-le'),
-  (b'\xfe\xff', 'utf-16-be'),
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class Utterance:
-  """One line of a transcript list.
-
-  Attributes:
-    id: utterance id, e.g. 'KsponSpeech_000001'.
-    audio_path: absolute path of the audio file.
-    raw_text: transcript as written in the list.
-    source: where the line came from, e.g. 'train.trn:12', for reports.
-  """
-
-  id: str
-  audio_path: str
-  raw_text: str
-  source: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Skipped:
-  """A line of a transcript list that produced no example."""
-
-  source: str
-  path: str
-  reason: str
-
-
-def _split_lines(data: bytes, encoding: str) -> list[bytes]:
-  """Raw lines of BOM-less data in `encoding`, split at its '\\n' units."""
-  width = {'utf-16-le': 2, 'utf-16-be': 2, 'utf-32-le': 4, 'utf-32-be': 4}
-  unit = width.get(encoding, 1)
-  if unit == 1:  # UTF-8 and CP949: no multi-byte character holds 0x0A.
-    lines = data.split(b'\n')
-  else:
-    newline = '\n'.encode(encoding)
-    lines, start = [], 0
-    # A dangling partial unit stays in the last line (and fails there).
-    for at in range(0, len(data) - unit + 1, unit):
-      if data[at : at + unit] == newline:
-        lines.append(data[start:at])
-        start = at + unit
-    lines.append(data[start:])
-  if lines[-1] == b'':
-    lines.pop()  # After the final line break (or of an empty file).
-  return lines
-
-
-def _decode(raw: bytes, encodings: Sequence[str]) -> str | None:
-  for encoding in encodings:
-    try:
-      return raw.decode(encoding)
-    except UnicodeDecodeError:
-      pass
-  return None
-
-
-def read_text_lines(
-  path: str | os.PathLike[str],
-) -> tuple[list[tuple[int, str]], list[Skipped]]:
-  """The lines of a text file, decoded one by one; undecodable ones reported.
-
-  A byte-order mark selects UTF-8, UTF-16 or UTF-32 for the whole file.
-  Without one, each line is UTF-8 if it decodes as UTF-8, else CP949 (the
-  encoding of KsponSpeech's own transcripts), so files mixing the two
-  decode fully. Lines that decode as neither, and lines holding NUL
-  characters (UTF-16 without its mark), are reported, not returned.
-
-  Args:
-    path: the file.
-
-  Returns:
-    ([(line number, text without the line break)], [Skipped]) where each
-    Skipped names `<file>:<line>` and the reason.
-
-  Raises:
-    OSError: the file cannot be read.
-  """
-  with open(path, 'rb') as f:
-    data = f.read()
-  encoding = None
-  for bom, name in _BOMS:
-    if data.startswith(bom):
-      encoding, data = name, data[len(bom) :]
-      break
-  name = os.path.basename(os.fspath(path))
-  lines, bad = [], []
-  encodings = (encoding,) if encoding else ('utf-8', 'cp949')
-  for line_no, raw in enumerate(_split_lines(data, encoding or 'utf-8'), 1):
-    if encoding is None and b'\x00' in raw:
-      reason = 'line holds NUL bytes (UTF-16 without a byte-order mark?)'
-    else:
-      text = _decode(raw, encodings)
-      if text is not None:
-        lines.append((line_no, text.removesuffix('\r')))
-        continue
-      tried = ' or '.join(e.upper() for e in encodings)
-      reason = f'line is not {tried} text: {raw[:60]!r}'
-    bad.append(Skipped(f'{name}:{line_no}', '', reason))
-  return lines, bad
-
-
-def in_line_order(skipped: Sequence[Skipped]) -> list[Skipped]:
-  """Skipped lines of one list (sources `<file>:<line>`) by line number."""
-  return sorted(skipped, key=lambda s: int(s.source.rpartition(':')[2]))
 
 
 def features() -> tfds.features.FeaturesDict:
@@ -187,15 +78,6 @@ def builder_configs(
   return [
     tfds.core.BuilderConfig(name=n, description=descriptions[n]) for n in names
   ]
-
-
-def normalize(raw: str, transcription: str, utterance_id: str) -> str:
-  """Normalizes a transcript for the builder config `transcription`."""
-  if transcription == NONE:
-    return ' '.join(raw.split())
-  return text.normalize_transcript(
-    raw, transcription, utterance_id=utterance_id
-  )
 
 
 # What `_read_ahead` gives per utterance: the samples and their trim span
@@ -408,8 +290,9 @@ def build_dataset(
       version is prepared in `data_dir`, the message names it and says
       how to rebuild.
   """
-  import las_jax.data  # noqa: F401  Registers the builders.
+  from las_jax import data  # noqa: PLC0415  (a cycle at import time)
 
+  data.register_builders()
   builder = tfds.builder(
     f'{name}/{transcription}', data_dir=os.fspath(data_dir)
   )

@@ -19,69 +19,25 @@ layout and goes through this builder too.
 from __future__ import annotations
 
 import os
-import re
 
 import tensorflow_datasets as tfds
 
-from las_jax.data import common
+from las_jax.data import common, transcripts
 
 # The official split lists, in the order they are built.
 SPLITS = ('train', 'dev', 'eval_clean', 'eval_other')
-# Where the .trn lists may live, relative to the manual directory.
-SCRIPT_DIRS = ('scripts', 'KsponSpeech_scripts')
-# `PATH :: TEXT`; the text may be empty (then skipped as empty).
-_TRN_LINE_RE = re.compile(r'^(\S+?)\s*::\s*(.*)$')
 
 
 def find_scripts(manual_dir: str) -> dict[str, str]:
   """Maps split name to its .trn file for the lists present in `manual_dir`."""
   found = {}
   for split in SPLITS:
-    for sub in SCRIPT_DIRS:
+    for sub in transcripts.SCRIPT_DIRS:
       path = os.path.join(manual_dir, sub, f'{split}.trn')
       if os.path.isfile(path):
         found[split] = path
         break
   return found
-
-
-def read_trn(
-  trn_path: str, manual_dir: str
-) -> tuple[list[common.Utterance], list[common.Skipped]]:
-  """Parses a .trn list into utterances and malformed lines.
-
-  Args:
-    trn_path: the .trn file: UTF-8 or CP949 (as the corpus .txt files),
-      per line, or UTF-16 with a byte-order mark (`common.read_text_lines`).
-    manual_dir: directory the audio paths are relative to.
-
-  Returns:
-    (utterances, skipped lines), each in file order; lines that do not
-    decode or parse are skipped, named `<list>:<line>`.
-  """
-  lines, skipped = common.read_text_lines(trn_path)
-  name = os.path.basename(trn_path)
-  utterances = []
-  for line_no, line in lines:
-    line = line.strip()
-    if not line:
-      continue
-    source = f'{name}:{line_no}'
-    match = _TRN_LINE_RE.match(line)
-    if not match:
-      reason = f"malformed line {line!r}: expected 'PATH :: TEXT'"
-      skipped.append(common.Skipped(source, '', reason))
-      continue
-    rel_path, raw_text = match.group(1), (match.group(2) or '').strip()
-    # Some copies of the lists write corpus paths with a leading '/'; an
-    # absolute path that exists as written (a user's own list) is kept.
-    audio_path = os.path.join(manual_dir, rel_path.lstrip('/'))
-    if os.path.isabs(rel_path) and not os.path.exists(audio_path):
-      if os.path.exists(rel_path):
-        audio_path = rel_path
-    utt_id = os.path.splitext(os.path.basename(rel_path))[0]
-    utterances.append(common.Utterance(utt_id, audio_path, raw_text, source))
-  return utterances, common.in_line_order(skipped)
 
 
 class Ksponspeech(tfds.core.GeneratorBasedBuilder):
@@ -126,9 +82,10 @@ class Ksponspeech(tfds.core.GeneratorBasedBuilder):
     scripts = find_scripts(manual_dir)
     if not scripts:
       wanted = ', '.join(f'{s}.trn' for s in SPLITS)
+      where = ' or '.join(transcripts.SCRIPT_DIRS)
       raise FileNotFoundError(
         f'{manual_dir}: no split lists found; expected one of {wanted} in '
-        f'{" or ".join(SCRIPT_DIRS)}/. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}'
+        f'{where}/. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}'
       )
     return {
       split: self._generate_examples(split, path, manual_dir)
@@ -136,7 +93,7 @@ class Ksponspeech(tfds.core.GeneratorBasedBuilder):
     }
 
   def _generate_examples(self, split: str, trn_path: str, manual_dir: str):
-    utterances, skipped = read_trn(trn_path, manual_dir)
+    utterances, skipped = transcripts.read_trn(trn_path, manual_dir)
     yield from common.generate_examples(
       utterances,
       self.builder_config.name,

@@ -29,7 +29,7 @@ import re
 
 import tensorflow_datasets as tfds
 
-from las_jax.data import common
+from las_jax.data import common, transcripts
 
 # List formats, by extension.
 FORMATS = ('.tsv', '.jsonl')
@@ -62,26 +62,26 @@ def find_lists(manual_dir: str) -> dict[str, str]:
 
 def _utterance(
   audio_ref: str, raw_text: str, utt_id: str | None, base: str, source: str
-) -> common.Utterance:
+) -> transcripts.Utterance:
   audio_path = os.path.join(base, os.path.expanduser(audio_ref))
   if utt_id is None:
     utt_id = os.path.splitext(audio_ref)[0]
-  return common.Utterance(utt_id, audio_path, raw_text, source)
+  return transcripts.Utterance(utt_id, audio_path, raw_text, source)
 
 
 def read_list(
   list_path: str,
-) -> tuple[list[common.Utterance], list[common.Skipped]]:
+) -> tuple[list[transcripts.Utterance], list[transcripts.Skipped]]:
   """Parses a .tsv or .jsonl list into utterances and malformed lines.
 
   Lines are decoded one by one (UTF-8, else CP949; UTF-16 with a
-  byte-order mark), see `common.read_text_lines`; lines that do not decode
+  byte-order mark), see `transcripts.read_text_lines`; lines that do not decode
   or parse are skipped, named `<list>:<line>`.
   """
   base = os.path.dirname(os.path.abspath(list_path))
   name = os.path.basename(list_path)
   is_tsv = list_path.endswith('.tsv')
-  lines, skipped = common.read_text_lines(list_path)
+  lines, skipped = transcripts.read_text_lines(list_path)
   utterances = []
   for line_no, line in lines:
     source = f'{name}:{line_no}'
@@ -93,7 +93,7 @@ def read_list(
       audio_ref, tab, raw_text = line.partition('\t')
       if not tab or not audio_ref.strip():
         reason = f'malformed line {line!r}: expected AUDIO_PATH<TAB>TEXT'
-        skipped.append(common.Skipped(source, '', reason))
+        skipped.append(transcripts.Skipped(source, '', reason))
         continue
       utt_id = None
     else:
@@ -108,12 +108,12 @@ def read_list(
           f'malformed line {line!r}: expected {{"audio": ..., "text": ...}}'
           f' ({type(e).__name__}: {e})'
         )
-        skipped.append(common.Skipped(source, '', reason))
+        skipped.append(transcripts.Skipped(source, '', reason))
         continue
     utterances.append(
       _utterance(audio_ref.strip(), raw_text.strip(), utt_id, base, source)
     )
-  return utterances, common.in_line_order(skipped)
+  return utterances, transcripts.in_line_order(skipped)
 
 
 class Manifest(tfds.core.GeneratorBasedBuilder):
@@ -128,7 +128,7 @@ class Manifest(tfds.core.GeneratorBasedBuilder):
     '1.2.0': common.INDEX_RELEASE_NOTE,
   }
   BUILDER_CONFIGS = common.builder_configs(
-    (common.PHONETIC, common.SPELLING, common.NONE)
+    (transcripts.PHONETIC, transcripts.SPELLING, transcripts.NONE)
   )
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
     'Put one list per split in the manual directory: <split>.tsv lines '

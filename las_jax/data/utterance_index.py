@@ -25,7 +25,6 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import grain
 import numpy as np
 
 from las_jax import audio
@@ -161,6 +160,9 @@ class UtteranceIndex:
       uid, text, samples_N = record_fields(record)
       start, end = audio.trim_bounds(samples_N, top_db)
       return Entry(uid, text, samples_N.size, start, end)
+
+    # Deferred: grain imports orbax (half a second); decoding needs neither.
+    import grain  # noqa: PLC0415
 
     ds = grain.MapDataset.source(records).map(index)
     if num_threads:

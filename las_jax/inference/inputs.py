@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from las_jax import audio
-from las_jax.data import common, ksponspeech
+from las_jax.data import transcripts
 
 # Extension of KsponSpeech transcript lists.
 TRN_EXTENSION = '.trn'
@@ -117,7 +117,7 @@ def trn_audio_root(trn_path: str) -> str:
   anywhere else is taken to sit in its corpus root.
   """
   parent = os.path.dirname(os.path.abspath(trn_path))
-  if os.path.basename(parent) in ksponspeech.SCRIPT_DIRS:
+  if os.path.basename(parent) in transcripts.SCRIPT_DIRS:
     return os.path.dirname(parent)
   return parent
 
@@ -142,11 +142,11 @@ def trn_items(
   if not os.path.isfile(trn_path):
     raise FileNotFoundError(f'{trn_path}: no such transcript list')
   root = audio_root or trn_audio_root(trn_path)
-  utterances, skipped = ksponspeech.read_trn(trn_path, root)
+  utterances, skipped = transcripts.read_trn(trn_path, root)
   rejected = [Rejected(s.source, s.reason) for s in skipped]
   items = []
   for utt in utterances:
-    reference = common.normalize(utt.raw_text, transcription, utt.id)
+    reference = transcripts.normalize(utt.raw_text, transcription, utt.id)
     if not reference:
       reason = f'transcript {utt.raw_text!r} is empty after normalization'
       rejected.append(Rejected(utt.source, reason))
@@ -167,7 +167,7 @@ def trn_items(
 def path_items(
   paths: Sequence[str],
   audio_root: str | None = None,
-  transcription: str = common.PHONETIC,
+  transcription: str = transcripts.PHONETIC,
 ) -> tuple[list[DecodeItem], list[Rejected], list[str]]:
   """Items for command-line inputs: audio files, directories, .trn lists.
 
@@ -280,9 +280,12 @@ def split_items(
       no corpus to build it from (naming the versions on disk and the
       command that builds it).
   """
-  import tensorflow_datasets as tfds  # Deferred: a slow import.
+  import tensorflow_datasets as tfds  # noqa: PLC0415  Deferred: a slow import.
 
-  import las_jax.data  # noqa: F401  Registers the builders.
+  from las_jax import data  # noqa: PLC0415
+  from las_jax.data import common  # noqa: PLC0415
+
+  data.register_builders()
 
   builder = tfds.builder(f'{dataset}/{transcription}', data_dir=data_dir)
   if not builder.info.splits:  # Not prepared at this version.

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -418,5 +417,5 @@ def _fill(abstract: Any, weights: dict[str, np.ndarray], model_dir: Path):
         'describes; copy both from the same export, or export the model '
         f'again ({_EXPORT})'
       )
-    arrays.append(jnp.asarray(array))
+    arrays.append(jax.device_put(array))  # jnp.asarray compiles per shape.
   return jax.tree_util.tree_unflatten(treedef, arrays)

@@ -41,6 +41,7 @@ from flax import nnx
 from las_jax import audio, features, input_pipeline, models
 from las_jax.inference import (
   alignment,
+  aot,
   batch_search,
   long_form,
   pretrained,
@@ -157,6 +158,7 @@ class Recognizer:
       compute_dtype or config.decode.compute_dtype or config.train.compute_dtype
     )
     execution.set_compute_dtype(model, dtype, 'compute_dtype')
+    self._compute_dtype = dtype
     self._graphdef, state = nnx.split(model)
     lm_graphdef, lm_state = (None, None)
     if self.language_model is not None:
@@ -662,18 +664,29 @@ class Recognizer:
     return [key for key, _ in batch], outputs, timestamps
 
   def _program(self, rows: int, padded: int, timestamps: bool):
-    """The compiled program for one batch shape (compiled once)."""
+    """The compiled program for one batch shape (compiled once; from its
+    exported form on disk when the compilation cache is on, `aot`)."""
     key = rows, padded, timestamps
     if key not in self._compiled:
       start = time.perf_counter()
-      self._compiled[key] = (
-        jax.jit(functools.partial(self._decode_fn, timestamps=timestamps))
-        .lower(
+      lm = self.language_model
+      self._compiled[key] = aot.compile(
+        functools.partial(self._decode_fn, timestamps=timestamps),
+        (
           self._state,
           jax.ShapeDtypeStruct((rows, padded), jnp.int16),
           jax.ShapeDtypeStruct((rows,), jnp.int32),
-        )
-        .compile()
+        ),
+        name=f'decode {rows}x{padded}',
+        # All `_decode_fn` closes over besides the state.
+        key=dict(
+          program='Recognizer._decode_fn',
+          config=self.config.to_dict(),
+          lm_config=None if lm is None else lm.config.to_dict(),
+          compute_dtype=self._compute_dtype,
+          options=dataclasses.asdict(self.options),
+          timestamps=timestamps,
+        ),
       )
       self.compile_seconds += time.perf_counter() - start
     return self._compiled[key]

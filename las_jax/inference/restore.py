@@ -20,7 +20,6 @@ from pathlib import Path
 
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from las_jax import models, run_layout
@@ -65,14 +64,26 @@ def abstract_model(
   def build() -> nnx.Module:
     return models.build_model(config.model, vocab_size, nnx.Rngs(config.seed))
 
-  # Shapes only: the weights come from the checkpoint, not an init.
-  graphdef, params, variables, _ = nnx.split(
-    nnx.eval_shape(build), nnx.Param, nnx.Not(nnx.RngState), nnx.RngState
-  )
-  # Built for real, letting XLA drop the parameter initializers whose
-  # results are unused.
-  rng_streams = jax.jit(lambda: nnx.split(build(), nnx.RngState, ...)[1])()
-  return graphdef, params, variables, rng_streams
+  traced = {}
+
+  def init_rng_streams() -> nnx.State:
+    graphdef, params, variables, rng_streams = nnx.split(
+      build(), nnx.Param, nnx.Not(nnx.RngState), nnx.RngState
+    )
+    # Shapes only: the weights come from the checkpoint, not an init.
+    traced['abstract'] = (
+      graphdef,
+      *jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (params, variables)
+      ),
+    )
+    return rng_streams
+
+  # One trace of the model's construction gives both (a second, under
+  # nnx.eval_shape, took a third of a second of decode.py's start); XLA
+  # drops the parameter initializers, whose results are unused.
+  rng_streams = jax.jit(init_rng_streams)()
+  return *traced['abstract'], rng_streams
 
 
 def restore_model(
@@ -91,6 +102,10 @@ def restore_model(
     The model with the checkpoint's parameters and other variables (batch
     norm statistics), on the default device.
   """
+  # Deferred: a quarter second to import, which loading an exported model
+  # (`pretrained`, also through this module) does not need.
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+
   state_dir = _state_dir(Path(checkpoint).absolute())
   graphdef, params, variables, rng_streams = abstract_model(config, vocab_size)
   target = {'params': params, 'variables': variables}
@@ -106,6 +121,9 @@ def restore_model(
         partial_restore=True,
       ),
     )
+  # orbax gives NumPy arrays for targets without a sharding: put them on
+  # the device once, not with every call of a compiled program.
+  restored = jax.device_put(restored)
   return nnx.merge(
     graphdef, restored['params'], restored['variables'], rng_streams
   )
