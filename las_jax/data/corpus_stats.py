@@ -133,8 +133,7 @@ def format_stats(stats: dict) -> str:
     lines.append(f'{split} utterances by source: {parts}')
   if 'lm_text_sentences' in stats:
     lines.append(
-      f'language-model text: {stats["lm_text_sentences"]} sentences of no '
-      'split'
+      f'language-model text: {stats["lm_text_sentences"]} sentences of no split'
     )
   return '\n'.join(lines)
 
