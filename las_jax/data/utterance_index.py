@@ -54,7 +54,9 @@ def _pack(strings: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 def _unpack(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
   data = blob.tobytes()
   bounds = offsets.tolist()
-  return [data[a:b].decode('utf-8') for a, b in zip(bounds, bounds[1:], strict=False)]
+  return [
+    data[a:b].decode('utf-8') for a, b in zip(bounds, bounds[1:], strict=False)
+  ]
 
 
 def record_fields(record: dict[str, Any]) -> tuple[str, str, np.ndarray]:
