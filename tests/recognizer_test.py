@@ -346,9 +346,12 @@ def test_timestamps_are_the_forced_alignment_of_the_best(run, ctc_mode, beam):
     ids, timed, run.vocab, rec.frame_seconds, offset=start / SR
   )
   assert best.words and [w.text for w in best.words] == best.text.split()
+  # Speech reaches the input's end: a margin follows it, and times in the
+  # margin are put at the input's end.
+  end = (lead.size + speech.size) / SR
   np.testing.assert_allclose(
     [(w.start, w.end) for w in best.words],
-    [(w.start, w.end) for w in want],
+    [(min(w.start, end), min(w.end, end)) for w in want],
     atol=2e-3,
   )
   assert all(start / SR <= w.start < w.end <= 1.05 for w in best.words)
@@ -356,6 +359,37 @@ def test_timestamps_are_the_forced_alignment_of_the_best(run, ctc_mode, beam):
   assert rec.transcribe([speech], nbest=True)[0][0].words is None
   nbest = rec.transcribe([speech], nbest=True, timestamps=True)[0]
   assert nbest[0].words is not None and nbest[-1].words is None
+
+
+def test_speech_from_the_first_sample_decodes_as_with_silence_around(run):
+  """Speech from an input's first to its last sample is given the margins
+  trimming keeps in training (`audio.add_margins`): the model reads the
+  same samples as for the recording with silence around it, and word times
+  stay on each input's own time line."""
+  config = copy.deepcopy(run.config)
+  config.input.trim_silence = True
+  rec = Recognizer(run.model, config, run.vocab, beam_size=2)
+  pause = np.zeros(1024, np.int16)
+  speech = np.concatenate(
+    [to_int16(signal(0.384, 1)), pause, to_int16(signal(0.448, 2))]
+  )
+  silence = np.zeros(4096, np.int16)  # On the trimming hop grid.
+  recorded = np.concatenate([silence, speech, silence])
+  alone, first = rec.prepare_span(speech, 'speech')
+  trimmed, start = rec.prepare_span(recorded, 'recorded')
+  np.testing.assert_array_equal(alone, trimmed)
+  assert (first, start) == (-512, silence.size - 512)
+  bare, around = rec.transcribe([speech, recorded], timestamps=True)
+  assert bare.text == around.text and bare.words
+  shift = silence.size / SR
+  for w, v in zip(bare.words, around.words, strict=True):
+    # The same frames, `shift` apart; times in the margins are clipped to
+    # the bare input.
+    assert w.start == pytest.approx(max(v.start - shift, 0.0), abs=1e-3)
+    assert w.end == pytest.approx(
+      min(v.end - shift, speech.size / SR), abs=1e-3
+    )
+    assert 0 <= w.start <= w.end <= speech.size / SR
 
 
 def test_language_model_must_share_the_vocabulary(run_dir, tmp_path):

@@ -144,11 +144,14 @@ def transcribe_items(
     print(f'Skipping {bad.name}: {bad.reason}', file=stderr)
   skipped, warned = len(rejected), 0
   audio_seconds = 0.0
-  # key -> (item, seconds, seconds searched, first sample kept).
+  # key -> (item, seconds, seconds searched, first sample kept; negative
+  # after a margin put in front, `Recognizer.prepare_span`).
   pending: dict[int, tuple[inputs.DecodeItem, float, float, int]] = {}
-  # Items decoded as segments: the samples kept and the first one's index,
-  # or None for a file read in blocks.
-  long_items: list[tuple[inputs.DecodeItem, np.ndarray | None, int]] = []
+  # Items decoded as segments: the samples kept (`prepare_span`), the first
+  # one's index and the input's length, or None for a file read in blocks.
+  long_items: list[
+    tuple[inputs.DecodeItem, np.ndarray | None, tuple[int, int | None]]
+  ] = []
   sample_rate = recognizer.sample_rate
 
   def named(item: inputs.DecodeItem, message: str) -> str:
@@ -182,7 +185,7 @@ def transcribe_items(
     nonlocal audio_seconds
     for key, item in enumerate(items):
       if long_form and item.path is not None:
-        long_items.append((item, None, 0))  # Read in blocks, later.
+        long_items.append((item, None, (0, None)))  # Read in blocks, later.
         continue
 
       def load(item=item):
@@ -195,7 +198,7 @@ def transcribe_items(
         continue
       size, kept_N, first = loaded
       if long_form or recognizer.is_long(kept_N.size):
-        long_items.append((item, kept_N, first))
+        long_items.append((item, kept_N, (first, size)))
         continue
       audio_seconds += size / sample_rate
       # The search's token limit follows the trimmed audio.
@@ -243,7 +246,8 @@ def transcribe_items(
   start = time.perf_counter()
   for key, hyps in recognizer.decode_stream(prepared(), timestamps):
     item, seconds, searched_seconds, first = pending.pop(key)
-    hyps = [recognizer.shifted(h, first) for h in hyps]
+    within = 0, round(seconds * sample_rate)  # Margins excluded.
+    hyps = [recognizer.shifted(h, first, within) for h in hyps]
     best = hyps[0] if hyps else None
     loop = bool(best) and metrics.looks_like_loop(
       recognizer.vocab.encode(best.text),
@@ -253,15 +257,15 @@ def transcribe_items(
     if best is not None:
       segments = [
         Segment(
-          round(first / sample_rate, 3),
-          round(first / sample_rate + searched_seconds, 3),
+          round(max(first, 0) / sample_rate, 3),
+          round(min(seconds, first / sample_rate + searched_seconds), 3),
           best.text,
           best.score,
           best.words,
         )
       ]
     write(item, hyps, seconds, segments, loop)
-  for item, kept_N, first in long_items:
+  for item, kept_N, (first, size) in long_items:
     source = item.path if kept_N is None else kept_N
     segments = reported(
       item,
@@ -277,8 +281,9 @@ def transcribe_items(
       )
       skipped += 1
       continue
-    segments = [recognizer.shifted_segment(g, first) for g in segments]
-    seconds = _duration(item, kept_N, sample_rate)
+    within = None if size is None else (0, size)  # Margins excluded.
+    segments = [recognizer.shifted_segment(g, first, within) for g in segments]
+    seconds = _duration(item, size, sample_rate)
     audio_seconds += seconds
     print(
       f'Long-form {item.name}: {seconds:.1f} s decoded as {len(segments)} '
@@ -312,10 +317,10 @@ def transcribe_items(
   )
 
 
-def _duration(item, kept_N, sample_rate) -> float:
-  """Seconds of a long item: its file's, or of the samples kept."""
-  if kept_N is not None:
-    return kept_N.size / sample_rate
+def _duration(item, size: int | None, sample_rate) -> float:
+  """Seconds of a long item: its file's, or of the samples it had."""
+  if size is not None:
+    return size / sample_rate
   return audio.duration(item.path)
 
 
