@@ -392,6 +392,67 @@ def test_speech_from_the_first_sample_decodes_as_with_silence_around(run):
     assert 0 <= w.start <= w.end <= speech.size / SR
 
 
+def test_no_speech_rule_refuses_inputs_below_its_threshold(run):
+  """The rule counts the units of the CTC head's best path in the densest
+  second (computed here from the model's own CTC logits); an input with
+  fewer than the threshold gets '' and a warning naming it, and with as
+  many it decodes as without the rule."""
+  import jax
+
+  from las_jax import features
+  from las_jax.inference import no_speech
+
+  x = to_int16(signal(1.5, seed=5))
+  off = Recognizer(
+    run.model, run.config, run.vocab, beam_size=2, no_speech_units_per_second=0
+  )
+  assert not off.detects_no_speech
+  samples, _ = off.prepare_span(x, 'x')
+  feats, flen = features.featurize(
+    None, samples[None], np.array([samples.size]), run.config.features, False
+  )
+  enc = run.model.encode(feats, flen)
+  frames = int(enc.enc_lengths_B[0])
+  best = np.asarray(jax.numpy.argmax(enc.ctc_logits_BxSxV[0, :frames], -1))
+  starts = np.flatnonzero((best != 0) & (best != np.r_[-1, best[:-1]]))
+  window = no_speech.window_frames(run.config)
+  assert window < frames  # The densest second, not the whole input.
+  units = max(
+    np.sum((starts >= t) & (starts < t + window)) for t in range(frames)
+  )
+  assert units >= 1
+  text = off.transcribe([x])
+
+  def rec(threshold):
+    return Recognizer(
+      run.model,
+      run.config,
+      run.vocab,
+      beam_size=2,
+      no_speech_units_per_second=threshold,
+    )
+
+  assert rec(units).detects_no_speech and rec(units).transcribe([x]) == text
+  above = rec(units + 0.5)
+  with pytest.warns(
+    audio.AudioWarning,
+    match=rf'^array 0: no speech found: the CTC head hears {units} unit',
+  ):
+    assert above.transcribe([x]) == ['']
+  with pytest.warns(audio.AudioWarning):
+    assert above.transcribe([x], nbest=True) == [[]]
+  [(key, result)] = list(above.decode_stream([('k', samples)]))
+  assert key == 'k' and result == no_speech.NoSpeech(units, units + 0.5)
+  # Without a CTC head there is no evidence: the rule is off.
+  config = copy.deepcopy(run.config)
+  config.model.ctc_weight = 0.0
+  assert not Recognizer(
+    run.model, config, run.vocab, no_speech_units_per_second=3
+  ).detects_no_speech
+  with pytest.raises(ValueError, match='no_speech_units_per_second'):
+    rec(-1)
+
+
 def test_language_model_must_share_the_vocabulary(run_dir, tmp_path):
   other = make_run(tmp_path / 'lm', lm_config(), texts=['다른 글자들'])
   with pytest.raises(ValueError, match='does not match') as e:

@@ -43,6 +43,7 @@ from las_jax.inference import (
   alignment,
   batch_search,
   long_form,
+  no_speech,
   pretrained,
   restore,
 )
@@ -88,6 +89,7 @@ class Recognizer:
     length_penalty: float | None = None,
     max_tokens_per_second: float | None = None,
     compute_dtype: str | None = None,
+    no_speech_units_per_second: float | None = None,
   ):
     """Wraps a model for decoding; options default to `config.decode`.
 
@@ -116,6 +118,11 @@ class Recognizer:
         precision); None uses `config.decode.compute_dtype`, whose None
         means the run's `train.compute_dtype`. Sets the dtype of the model
         (and of the language model) in place.
+      no_speech_units_per_second: an input whose CTC best path emits fewer
+        units in every second of it is refused as holding no speech
+        (`no_speech`); 0 turns the rule off; None uses
+        `config.decode.no_speech_units_per_second`. Ignored without a CTC
+        head (`detects_no_speech`).
 
     Raises:
       ValueError: an option is out of range, a CTC mode was asked of a
@@ -138,6 +145,16 @@ class Recognizer:
     self.batch_size = int(
       config.decode.batch_size if batch_size is None else batch_size
     )
+    self.no_speech_units_per_second = float(
+      config.decode.no_speech_units_per_second
+      if no_speech_units_per_second is None
+      else no_speech_units_per_second
+    )
+    if self.no_speech_units_per_second < 0:
+      raise ValueError(
+        'no_speech_units_per_second must be >= 0, got '
+        f'{self.no_speech_units_per_second}'
+      )
     if self.batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {self.batch_size}')
     if language_model is not None and language_model.vocab != vocab:
@@ -402,7 +419,9 @@ class Recognizer:
     Returns:
       One text per input; with `timestamps`, one best `Hypothesis` per
       input; with `nbest`, one list of `Hypothesis` per input, best first;
-      in input order.
+      in input order. An input the no-speech rule refuses (`no_speech`:
+      noise, a tone, music) gets '' (an empty list with `nbest`) and an
+      `audio.AudioWarning` naming it and saying why.
 
     Raises:
       audio.AudioError: an input is unreadable or silent (naming it).
@@ -411,12 +430,12 @@ class Recognizer:
     if isinstance(inputs, (str, os.PathLike, np.ndarray)):
       raise TypeError('transcribe takes a sequence of inputs; wrap it in [ ]')
 
-    offsets, long = {}, {}
+    offsets, long, names = {}, {}, {}
 
     def prepared():  # Read lazily: only a few batches are held at once.
       for i, item in enumerate(inputs):
         path = isinstance(item, (str, os.PathLike))
-        name = os.fspath(item) if path else f'array {i}'
+        name = names[i] = os.fspath(item) if path else f'array {i}'
         input_N = self.load(item, sample_rate, name)
         samples_N, first = self.prepare_span(input_N, name)
         offsets[i] = first, (0, input_N.size)
@@ -427,10 +446,24 @@ class Recognizer:
 
     results: list[Any] = [None] * len(inputs)
     for i, hyps in self.decode_stream(prepared(), timestamps=timestamps):
+      if isinstance(hyps, no_speech.NoSpeech):
+        warnings.warn(
+          f'{names[i]}: {hyps.reason}', audio.AudioWarning, stacklevel=2
+        )
+        results[i] = []
+        continue
       results[i] = [self.shifted(h, *offsets[i]) for h in hyps]
     for i, (samples_N, name) in long.items():
       segments = self.transcribe_long(samples_N, timestamps=timestamps)
       self._warn_long(name, samples_N.size, len(segments))
+      if not segments:
+        warnings.warn(
+          f'{name}: no speech found in any segment',
+          audio.AudioWarning,
+          stacklevel=2,
+        )
+        results[i] = []
+        continue
       joined = Hypothesis(
         ' '.join(seg.text for seg in segments if seg.text),
         sum(seg.score for seg in segments),
@@ -460,6 +493,10 @@ class Recognizer:
     Args:
       utterances: keys (anything) with `prepare`d int16 samples.
       timestamps: time the best hypothesis' words (`Hypothesis.words`).
+
+    Yields:
+      `(key, n-best list)`, or `(key, no_speech.NoSpeech)` for an
+      utterance the no-speech rule refuses (`detects_no_speech`).
     """
     if timestamps and not self.has_ctc_head:
       raise ValueError(
@@ -527,7 +564,7 @@ class Recognizer:
     Returns:
       The segments in time order, with start and end seconds from the
       recording's first sample; regions without speech (too short or
-      silent once trimmed) are left out.
+      silent once trimmed, or refused by the no-speech rule) are left out.
 
     Raises:
       audio.AudioError: the file cannot be read (naming it).
@@ -572,7 +609,7 @@ class Recognizer:
 
     segments = []
     for i, hyps in self.decode_stream(prepared(), timestamps=timestamps):
-      if not hyps:
+      if not hyps or isinstance(hyps, no_speech.NoSpeech):
         continue
       first, (start, end) = spans[i]
       best = self.shifted(hyps[0], first, (start, end))
@@ -662,6 +699,12 @@ class Recognizer:
     return min(self.batch_size, 1 << max(0, n - 1).bit_length())
 
   @property
+  def detects_no_speech(self) -> bool:
+    """Inputs without speech are refused (`no_speech`): the model has a CTC
+    head and `no_speech_units_per_second` is above 0."""
+    return self.has_ctc_head and self.no_speech_units_per_second > 0
+
+  @property
   def has_ctc_head(self) -> bool:
     """The model has a CTC head (DeepSpeech2, or joint CTC-attention LAS)."""
     model = self.config.model
@@ -705,6 +748,11 @@ class Recognizer:
   ) -> Iterator[tuple[Any, list]]:
     out = batch_search.finish_on_host(outputs, len(keys), self.options)
     for b, key in enumerate(keys):
+      if self.detects_no_speech:
+        units = int(out['speech_units'][b])
+        if units < self.no_speech_units_per_second:
+          yield key, no_speech.NoSpeech(units, self.no_speech_units_per_second)
+          continue
       hyps = []
       for k, score in enumerate(out['scores'][b]):
         if not np.isfinite(score):
@@ -743,6 +791,7 @@ class Recognizer:
       self.config,
       self.options,
       timestamps,
+      speech_units=self.detects_no_speech,
     )
 
 

@@ -12,11 +12,12 @@ through it and writes:
   inputs, CER (spaces removed, KoSpeech's metric), CER with spaces, WER,
   sWER (when references exist), the real-time factor (decoding wall
   time, compilation excluded, over seconds of audio) and the number of
-  hypotheses that look like loops.
+  hypotheses that look like loops (each also gets a `Warning NAME:` line).
 
 Inputs that cannot be decoded (missing, unreadable or corrupt files, silent
-or too short audio, malformed .trn lines) are reported by name on stderr
-(`Skipping NAME: reason`) and counted; the rest are decoded. Inputs decoded
+or too short audio, malformed .trn lines) and inputs without speech (the
+no-speech rule, `no_speech`: noise, tones, music) are reported by name on
+stderr (`Skipping NAME: reason`) and counted; the rest are decoded. Inputs decoded
 after a conversion worth knowing about (clipping, int16-scale floats, a
 container behind a .pcm name, a trim that removed most of the file) get a
 `Warning NAME: reason` line each (`audio.AudioWarning`) and are counted too.
@@ -40,6 +41,7 @@ import numpy as np
 from las_jax import audio, metrics, run_layout
 from las_jax.inference import inputs, subtitles
 from las_jax.inference.long_form import Segment
+from las_jax.inference.no_speech import NoSpeech
 from las_jax.inference.recognizer import Hypothesis, Recognizer
 
 
@@ -63,6 +65,9 @@ class Summary:
   rates: metrics.ErrorRates | None
   # Hypotheses that look like loops (`metrics.looks_like_loop`).
   loops: int = 0
+  # Of the skipped inputs, those without speech: refused by the no-speech
+  # rule (`no_speech`), or long recordings with no speech region.
+  no_speech: int = 0
 
   @property
   def real_time_factor(self) -> float:
@@ -81,7 +86,8 @@ class Summary:
     lines = [
       f'Decoded {self.utterances} utterances, {self.audio_seconds:.1f} s of '
       f'audio, {self.warned} with warnings; skipped {self.skipped} '
-      'input(s) (reported above).'
+      f'input(s), {self.no_speech} of them for holding no speech (reported '
+      'above).'
     ]
     r = self.rates
     if r is not None:
@@ -182,7 +188,6 @@ def transcribe_items(
     return result
 
   def prepared() -> Iterator[tuple[int, Any]]:
-    nonlocal audio_seconds
     for key, item in enumerate(items):
       if long_form and item.path is not None:
         long_items.append((item, None, (0, None)))  # Read in blocks, later.
@@ -200,7 +205,6 @@ def transcribe_items(
       if long_form or recognizer.is_long(kept_N.size):
         long_items.append((item, kept_N, (first, size)))
         continue
-      audio_seconds += size / sample_rate
       # The search's token limit follows the trimmed audio.
       pending[key] = (
         item,
@@ -210,7 +214,7 @@ def transcribe_items(
       )
       yield key, kept_N
 
-  decoded, loops, per_utterance = 0, 0, []
+  decoded, loops, no_speech, per_utterance = 0, 0, 0, []
 
   def write(item, hyps, seconds, segments, loop):
     nonlocal decoded, loops
@@ -246,6 +250,12 @@ def transcribe_items(
   start = time.perf_counter()
   for key, hyps in recognizer.decode_stream(prepared(), timestamps):
     item, seconds, searched_seconds, first = pending.pop(key)
+    if isinstance(hyps, NoSpeech):
+      print(f'Skipping {item.name}: {hyps.reason}', file=stderr)
+      skipped += 1
+      no_speech += 1
+      continue
+    audio_seconds += seconds
     within = 0, round(seconds * sample_rate)  # Margins excluded.
     hyps = [recognizer.shifted(h, first, within) for h in hyps]
     best = hyps[0] if hyps else None
@@ -264,6 +274,8 @@ def transcribe_items(
           best.words,
         )
       ]
+    if loop:
+      _warn_loop(item, stderr)
     write(item, hyps, seconds, segments, loop)
   for item, kept_N, (first, size) in long_items:
     source = item.path if kept_N is None else kept_N
@@ -277,9 +289,12 @@ def transcribe_items(
       continue
     if not segments:  # As a short input that trims to nothing is.
       print(
-        f'Skipping {item.name}: audio is silent (no speech found)', file=stderr
+        f'Skipping {item.name}: no speech found (silence, or only sounds '
+        'the no-speech rule refused)',
+        file=stderr,
       )
       skipped += 1
+      no_speech += 1
       continue
     within = None if size is None else (0, size)  # Margins excluded.
     segments = [recognizer.shifted_segment(g, first, within) for g in segments]
@@ -299,6 +314,8 @@ def transcribe_items(
       )
       for g in segments
     )
+    if loop:
+      _warn_loop(item, stderr)
     write(item, [Hypothesis(text, score)], seconds, segments, loop)
   compile_seconds = recognizer.compile_seconds - compile_before
   return Summary(
@@ -314,6 +331,16 @@ def transcribe_items(
       else None
     ),
     loops=loops,
+    no_speech=no_speech,
+  )
+
+
+def _warn_loop(item: inputs.DecodeItem, stderr: TextIO) -> None:
+  print(
+    f'Warning {item.name}: the hypothesis looks like a decoding loop (a 2+ '
+    'unit n-gram repeated 3+ times in a row, or as many units as the token '
+    'limit allows): check it before use',
+    file=stderr,
   )
 
 
@@ -409,6 +436,17 @@ def run(
   else:
     recognizer = Recognizer.from_workdir(workdir, which=which, **options)
     run_dir = Path(workdir)
+  if not recognizer.detects_no_speech:
+    print(
+      'Note: inputs without speech (noise, tones, music) are not detected: '
+      + (
+        'no_speech_units_per_second is 0.'
+        if recognizer.has_ctc_head
+        else 'the no-speech rule needs a CTC head, which this model lacks '
+        '(config.model.ctc_weight was 0).'
+      ),
+      file=stderr,
+    )
   data = recognizer.config.data
   rejected = []
   if split:
