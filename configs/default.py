@@ -299,7 +299,8 @@ def get_config() -> ml_collections.ConfigDict:
   # decoded into invented text; 0 = off. Needs a CTC head (DeepSpeech2, or
   # LAS with model.ctc_weight > 0). Demo model (no_speech.py's figures):
   # noise, tones, hum, clicks 0-1, chords and melody 1-2; every eval
-  # utterance and espeak-ng speech at 10 dB SNR 5 or more.
+  # utterance and espeak-ng speech at 10 dB SNR 5 or more; a lone
+  # one-syllable word may fall short (lower it for such recordings).
   decode.no_speech_units_per_second = 3.0
 
   return config

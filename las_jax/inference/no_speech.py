@@ -13,17 +13,19 @@ over the whole input keeps a short word in a long noisy recording (that
 trimming keeps whole) apart from sparse units spread over music; counting
 units instead of frames makes the rule the same at any encoder frame rate.
 
-Measured with the demo model (runs/mini of README's quick start: LAS with a
-CTC head, spm_jamo units; /work/fresh2, 2026-11-30), units in the densest
-second: white, pink and brown noise at -20 and -40 dBFS, pure tones of 100
-Hz to 3 kHz and a sweep, 50/60 Hz hum with harmonics, clicks in silence or
-noise: 0 or 1; chords and a melody: 1 to 2; every eval_clean and eval_other
-utterance (300): 5 to 14; 20 espeak-ng sentences, clean or at 10 dB SNR in
-white or pink noise: 5 to 11; a lone word in 3 s of noise: 1 to 4 (at 3, 5
-of 8 pass). Frame-share rules separated less well: the share of frames
-whose best label is blank was 0.93-1.00 for non-speech against up to 0.87
-for speech; the mean non-blank posterior overlapped (tones up to 0.27,
-speech down to 0.13); WebRTC's VAD called tones, hum and noise speech.
+Measured with the demo model (runs/mini of `make demo`: LAS with a CTC
+head, spm_jamo units; 2026-11-30; benchmarks/lead_in_and_no_speech_bench.py
+reproduces it), units in the densest second: white, pink and brown noise
+at -20 and -40 dBFS, pure tones of 100 Hz to 3 kHz and a sweep, 50/60 Hz
+hum with harmonics, clicks in silence or noise: 0 or 1; chords and a
+melody: 1 or 2; every eval_clean and eval_other utterance (300): 5 to 14;
+20 espeak-ng sentences at 10 dB SNR in white or pink noise: 6 to 11; a
+lone word in 3 s of pink noise: 0 to 4 (3 of 8 refused at 3, among them
+every one-syllable '네'). Frame-share rules separated less well: the
+share of frames whose best label is blank was 0.93-1.00 for non-speech
+against up to 0.87 for speech; the mean non-blank posterior overlapped
+(tones up to 0.27, speech down to 0.13); WebRTC's VAD called tones, hum
+and noise speech.
 A model without a CTC head has no such evidence: the rule is off for it
 (`Recognizer.detects_no_speech`) and decode.py says so.
 """
