@@ -14,9 +14,13 @@ reads), KsponSpeech .trn lists (`path :: transcript`, references known) or
 a split of the run's TFDS dataset. Prints `id<TAB>hypothesis` lines, writes
 a JSONL file (default <workdir>/decode/<name>.jsonl) and a summary with
 CER/WER/sWER, the real-time factor and how many hypotheses look like
-loops. Unreadable, silent or too short files are reported and skipped,
-conversions worth knowing are reported as warnings, one line per file
-each; the exit status is 0 when at least one input was decoded. JAX options are flags too (`--jax_platforms=cpu`).
+loops (each such hypothesis also gets a warning naming its file).
+Unreadable, silent or too short files are reported and skipped, and so are
+files without speech (noise, tones, music): with a CTC head, a file whose
+CTC best path emits fewer than --no_speech_units_per_second units in every
+second is not decoded into invented text (las_jax/inference/no_speech.py
+gives the rule and the figures it was chosen by); conversions worth
+knowing are reported as warnings, one line per file each; the exit status is 0 when at least one input was decoded. JAX options are flags too (`--jax_platforms=cpu`).
 Compiled programs are cached on disk, so a second run starts at once
 (`--jax_compilation_cache_dir=` turns that off; see
 las_jax/compilation_cache.py and las_jax/inference/aot.py).
@@ -121,6 +125,13 @@ _COMPUTE_DTYPE = flags.DEFINE_enum(
   'GPUs with bfloat16 tensor cores and TPUs; default: config.decode, '
   "whose None is the run's train.compute_dtype).",
 )
+_NO_SPEECH = flags.DEFINE_float(
+  'no_speech_units_per_second',
+  None,
+  'Skip inputs whose CTC best path emits fewer units than this in every '
+  'second as holding no speech (las_jax/inference/no_speech.py); 0 = off; '
+  'models with a CTC head (default: config.decode).',
+)
 _TIMESTAMPS = flags.DEFINE_bool(
   'timestamps',
   False,
@@ -175,6 +186,7 @@ def main(argv: list[str]) -> None:
       length_bonus=_LENGTH_BONUS.value,
       length_penalty=_LENGTH_PENALTY.value,
       compute_dtype=_COMPUTE_DTYPE.value,
+      no_speech_units_per_second=_NO_SPEECH.value,
     )
   except (ValueError, FileNotFoundError) as e:
     # Bad arguments or a missing run: a message, not a traceback.

@@ -150,6 +150,9 @@ def main() -> None:
       batch_size=BATCH,
       # ceil(rate * 4 s) + 1 = 30 tokens, EOS included.
       max_tokens_per_second=(TOKENS - 1) / 4,
+      # Random parameters on noise: every hypothesis is searched, none
+      # refused by the no-speech rule.
+      no_speech_units_per_second=0,
       **options,
     )
 

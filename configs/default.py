@@ -293,5 +293,14 @@ def get_config() -> ml_collections.ConfigDict:
   # Dtype of matmuls and convolutions in decoding ('float32' or
   # 'bfloat16'); None = the run's train.compute_dtype.
   decode.compute_dtype = None
+  # No-speech rule (las_jax/inference/no_speech.py): an input whose CTC
+  # best path emits fewer units than this in every second of it (in all of
+  # it when shorter) is skipped by name as holding no speech instead of
+  # decoded into invented text; 0 = off. Needs a CTC head (DeepSpeech2, or
+  # LAS with model.ctc_weight > 0). Demo model (no_speech.py's figures):
+  # noise, tones, hum, clicks 0-1, chords and melody 1-2; every eval
+  # utterance and espeak-ng speech at 10 dB SNR 5 or more; a lone
+  # one-syllable word may fall short (lower it for such recordings).
+  decode.no_speech_units_per_second = 3.0
 
   return config

@@ -652,3 +652,78 @@ def trim_silence(samples_N: np.ndarray, top_db: float = 30) -> np.ndarray:
   """
   start, end = trim_bounds(samples_N, top_db)
   return samples_N[start:end]
+
+
+# The background `trim_bounds` keeps around a sound that starts and ends on
+# its hop grid, with silence before and after: the first kept frame is the
+# first whose window (half a frame each side of its centre) reaches the
+# sound, one hop after the last that does not; the last kept frame's hop
+# ends half a frame past the sound. So every trimmed training utterance
+# has background before its first sound and after its last; `add_margins`
+# gives inference input the same where its sound reaches an end.
+TRIM_LEAD_SAMPLES = _TRIM_FRAME // 2 - _TRIM_HOP
+TRIM_TRAIL_SAMPLES = _TRIM_FRAME // 2
+
+
+def _variance(x_N: np.ndarray) -> float:
+  return float(np.var(x_N.astype(np.float64))) if x_N.size else 0.0
+
+
+def background(samples_N: np.ndarray, n: int) -> np.ndarray:
+  """`n` samples of a signal's quietest stretch: its background.
+
+  The stretch of one trimming hop (512 samples, 32 ms at 16 kHz) of least
+  variance, at any offset, repeated to `n` samples; the whole signal when
+  it is shorter. So short that even speech without pauses has one in a
+  stop closure or between words, where it is digital silence for
+  synthetic speech and the room's noise (DC offset included) for a
+  recording: the stretch joins the signal without a step in level.
+
+  Args:
+    samples_N: int16 (or float) mono signal, not empty.
+    n: samples wanted.
+
+  Returns:
+    [n] samples of `samples_N`'s dtype.
+  """
+  x = samples_N.astype(np.float64)
+  width = min(_TRIM_HOP, x.size)
+  sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (x, x * x)]
+  total, squares = (c[width:] - c[:-width] for c in sums)
+  quietest = int(np.argmin(squares - total**2 / width))
+  return np.resize(samples_N[quietest : quietest + width], n)
+
+
+def add_margins(
+  samples_N: np.ndarray, start: int, end: int
+) -> tuple[np.ndarray, int]:
+  """`samples_N[start:end]` with the background trimming leaves around it.
+
+  Where the span starts at the signal's first sample and that sample's
+  hop (512 samples) is sound, more than 10 dB above the `background` (the
+  margin by which `trim_bounds` tells background from sound),
+  TRIM_LEAD_SAMPLES of that background go in front; likewise
+  TRIM_TRAIL_SAMPLES after a span that ends in sound at the last sample.
+  That is what `trim_bounds` keeps of a recording of the same sound with
+  silence around it (exactly so for a digitally silent pause and a sound
+  that starts and ends on the hop grid). A side with room left by
+  trimming, or with background at the edge (a noisy recording that
+  trimming keeps whole), is left as it is.
+
+  Args:
+    samples_N: int16 (or float) mono signal.
+    start, end: the span kept, 0 <= start < end <= N (`trim_bounds`, or
+      the whole signal).
+
+  Returns:
+    (the span with its margins, samples added in front).
+  """
+  fill_N = background(samples_N, max(TRIM_LEAD_SAMPLES, TRIM_TRAIL_SAMPLES))
+  sound = _variance(fill_N) * 10 ** (_TRIM_MARGIN_DB / 10)
+  lead = trail = 0
+  if start == 0 and _variance(samples_N[:_TRIM_HOP]) > sound:
+    lead = TRIM_LEAD_SAMPLES
+  if end == samples_N.size and _variance(samples_N[-_TRIM_HOP:]) > sound:
+    trail = TRIM_TRAIL_SAMPLES
+  out_N = np.concatenate([fill_N[:lead], samples_N[start:end], fill_N[:trail]])
+  return out_N, lead

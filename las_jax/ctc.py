@@ -69,6 +69,43 @@ def ctc_loss(
   )
 
 
+def _best_path(logits_BxTxV, lengths_B, blank_id):
+  """Per-frame argmax, and where it emits a unit (a valid frame whose best
+  label is not blank and not the previous frame's)."""
+  _check_batch('ctc logits', logits_BxTxV, 3)
+  b, t, _ = logits_BxTxV.shape
+  _check_batch('ctc lengths', lengths_B, 1, b)
+  best_BxT = jnp.argmax(logits_BxTxV, axis=-1).astype(jnp.int32)
+  prev_BxT = jnp.pad(best_BxT[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
+  valid_BxT = jnp.arange(t)[None, :] < lengths_B[:, None]
+  return best_BxT, valid_BxT & (best_BxT != blank_id) & (best_BxT != prev_BxT)
+
+
+def densest_units(
+  logits_BxTxV: jax.Array, lengths_B: jax.Array, window: int, blank_id: int = 0
+) -> jax.Array:
+  """Most units the best path emits in any `window` consecutive frames.
+
+  The best path is `ctc_greedy_decode`'s; a unit counts in the window of
+  its first frame. An utterance of fewer than `window` frames counts all
+  of its units.
+
+  Args:
+    logits_BxTxV: scores (logits or log-probs).
+    lengths_B: valid frames per utterance.
+    window: frames per window, >= 1.
+
+  Returns:
+    int32 [B].
+  """
+  _, keep_BxT = _best_path(logits_BxTxV, lengths_B, blank_id)
+  counts_BxT1 = jnp.pad(jnp.cumsum(keep_BxT, axis=1), ((0, 0), (1, 0)))
+  w = min(window, keep_BxT.shape[1])
+  return jnp.max(counts_BxT1[:, w:] - counts_BxT1[:, :-w], axis=1).astype(
+    jnp.int32
+  )
+
+
 def ctc_greedy_decode(
   logits_BxTxV: jax.Array, lengths_B: jax.Array, blank_id: int = 0
 ) -> tuple[jax.Array, jax.Array]:
@@ -82,13 +119,8 @@ def ctc_greedy_decode(
   Returns:
     tokens_BxT int32 (left-aligned, 0 after the length) and lengths_B int32.
   """
-  _check_batch('ctc logits', logits_BxTxV, 3)
-  b, t, _ = logits_BxTxV.shape
-  _check_batch('ctc lengths', lengths_B, 1, b)
-  best_BxT = jnp.argmax(logits_BxTxV, axis=-1).astype(jnp.int32)
-  prev_BxT = jnp.pad(best_BxT[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
-  valid_BxT = jnp.arange(t)[None, :] < lengths_B[:, None]
-  keep_BxT = valid_BxT & (best_BxT != blank_id) & (best_BxT != prev_BxT)
+  best_BxT, keep_BxT = _best_path(logits_BxTxV, lengths_B, blank_id)
+  b, t = best_BxT.shape
   # Scatter kept tokens to their rank; dropped ones go out of range.
   target_BxT = jnp.where(keep_BxT, jnp.cumsum(keep_BxT, axis=1) - 1, t)
   tokens_BxT = (

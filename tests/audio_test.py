@@ -194,3 +194,57 @@ def test_array_conversion_gives_the_16k_mono_tone(tmp_path):
     audio.to_mono(np.zeros(10, np.int32), 16000)
   with pytest.raises(ValueError, match='shape'):
     audio.to_mono(np.zeros((2, 2, 2), np.int16), 16000)
+
+
+def _burst(seconds, seed, rate=16000):
+  """Noise-like sound: a chirp under noise, peak near half scale."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(rate * seconds)) / rate
+  x = 0.3 * np.sin(2 * np.pi * (200 + 600 * t) * t)
+  return _int16(x + 0.05 * rng.standard_normal(t.size))
+
+
+@pytest.mark.parametrize('silence', [2048, 2560, 4096, 16000 - 16000 % 512])
+def test_margins_are_what_trimming_keeps_around_the_same_sound(silence):
+  """Sound from the first to the last sample gets exactly the background
+  trimming keeps when the same sound was recorded with silence around it
+  (`silence` samples, on the hop grid), whatever its length."""
+  pause = np.zeros(1024, np.int16)
+  sound = np.concatenate([_burst(0.384, 1), pause, _burst(0.256, 2)])
+  assert sound.size % 512 == 0 and sound[0] and sound[-1]
+  quiet = np.zeros(silence, np.int16)
+  trained = audio.trim_silence(np.concatenate([quiet, sound, quiet]))
+  out, lead = audio.add_margins(sound, 0, sound.size)
+  assert lead == audio.TRIM_LEAD_SAMPLES == 512
+  np.testing.assert_array_equal(out, trained)
+  assert out.size == sound.size + 512 + audio.TRIM_TRAIL_SAMPLES
+
+
+def test_margins_only_where_sound_reaches_an_edge():
+  rng = np.random.default_rng(0)
+  sound = _burst(0.5, 3)
+  # Trimming left room on both sides: nothing added.
+  quiet = np.zeros(8000, np.int16)
+  padded = np.concatenate([quiet, sound, quiet])
+  start, end = audio.trim_bounds(padded)
+  out, lead = audio.add_margins(padded, start, end)
+  assert lead == 0 and np.array_equal(out, padded[start:end])
+  # Noise throughout, kept whole by trimming: its edges are background.
+  noise = np.round(rng.standard_normal(32000) * 1000).astype(np.int16)
+  noisy = noise.copy()
+  noisy[8000 : 8000 + sound.size] += sound
+  out, lead = audio.add_margins(noisy, 0, noisy.size)
+  assert lead == 0 and np.array_equal(out, noisy)
+  # Sound to the end of a noisy recording: the margin after it is a
+  # stretch of the recording's own noise, not digital silence.
+  cut = noisy[: 8000 + sound.size]
+  out, lead = audio.add_margins(cut, 0, cut.size)
+  assert lead == 0 and np.array_equal(out[: cut.size], cut)
+  tail = out[cut.size :]
+  assert tail.size == audio.TRIM_TRAIL_SAMPLES
+  assert np.any(
+    np.all(
+      np.lib.stride_tricks.sliding_window_view(noise[:8000], 512) == tail[:512],
+      axis=1,
+    )
+  )

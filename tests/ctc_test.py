@@ -82,6 +82,44 @@ def test_greedy_decode_golden():
   np.testing.assert_array_equal(tokens[1, :4], [2, 0, 1, 1])
 
 
+def test_densest_units_golden():
+  frames = np.array(
+    [
+      [0, 1, 1, 0, 1, 2, 2, 0, 3, 3],  # Units start at frames 1, 4, 5, 8.
+      [2, 2, 0, 1, 1, 3, 3, 3, 1, 1],  # 3 valid frames: one unit.
+    ]
+  )
+  logits = jax.nn.one_hot(frames, 4) * 5.0
+  lengths = jnp.array([10, 3])
+  fn = jax.jit(ctc.densest_units, static_argnums=2)
+  # Frames 4-5 hold two starts; no 4 frames hold three; frames 1-5 do.
+  np.testing.assert_array_equal(fn(logits, lengths, 1), [1, 1])
+  np.testing.assert_array_equal(fn(logits, lengths, 2), [2, 1])
+  np.testing.assert_array_equal(fn(logits, lengths, 4), [2, 1])
+  np.testing.assert_array_equal(fn(logits, lengths, 5), [3, 1])
+  # A window longer than the utterance counts all of its units, as
+  # ctc_greedy_decode does.
+  np.testing.assert_array_equal(fn(logits, lengths, 10), [4, 1])
+  np.testing.assert_array_equal(fn(logits, lengths, 50), [4, 1])
+
+
+def test_densest_units_match_a_sliding_count():
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((6, 40, 5)).astype(np.float32)
+  lengths = np.array([40, 1, 17, 33, 39, 8])
+  _, n_units = ctc.ctc_greedy_decode(logits, lengths)
+  for window in (1, 3, 7, 25, 40):
+    got = np.asarray(ctc.densest_units(logits, lengths, window))
+    for b, n in enumerate(lengths):
+      best = logits[b, :n].argmax(-1)
+      starts = np.flatnonzero((best != 0) & (best != np.r_[-1, best[:-1]]))
+      want = max(
+        np.sum((starts >= t) & (starts < t + window)) for t in range(n)
+      )
+      assert got[b] == want, (b, window)
+    assert np.all(got <= np.asarray(n_units))
+
+
 @pytest.mark.parametrize('blank_id,t,v', [(0, 5, 3), (1, 4, 4)])
 def test_prefix_beam_search_large_beam_equals_exhaustive(blank_id, t, v):
   lp = random_log_probs(t * v + blank_id, (t, v))

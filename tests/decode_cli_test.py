@@ -271,3 +271,48 @@ def test_file_ids_and_output_stems_are_unique(tmp_path):
   [again] = rejected
   assert again.name == str(tmp_path / 'sub' / '..' / 'a.wav')
   assert again.reason == f'the same file as {tmp_path / "a.wav"}, decoded once'
+
+
+def test_no_speech_and_loops_are_reported_by_name(run_dir, corpus, tmp_path):
+  """Inputs the no-speech rule refuses are skipped by name and counted,
+  never written as hypotheses; each looping hypothesis gets a warning
+  naming its input."""
+  trn = str(corpus / 'scripts' / 'eval_clean.trn')
+  output = tmp_path / 'refused.jsonl'
+  # A threshold no utterance reaches: every decodable input is refused.
+  summary, out, err = _decode(
+    workdir=str(run_dir),
+    paths=[trn],
+    output=str(output),
+    beam_size=1,
+    no_speech_units_per_second=1000,
+  )
+  refused = [line for line in err.splitlines() if 'no speech found' in line]
+  # The readable lines of the list: 1, 3 and 5 (2 and 4 are bad lines).
+  assert [line.split(':')[:2] for line in refused] == [
+    ['Skipping eval_clean.trn', str(n)] for n in (1, 3, 5)
+  ]
+  assert summary.utterances == 0 and summary.audio_seconds == 0
+  assert summary.skipped == 5 and summary.no_speech == 3
+  assert 'skipped 5 input(s), 3 of them for holding no speech' in err
+  assert out == '' and _records(output) == []
+  # A token limit of 3 units per second: hypotheses run into it.
+  output = tmp_path / 'loops.jsonl'
+  summary, _, err = _decode(
+    workdir=str(run_dir),
+    paths=[trn],
+    output=str(output),
+    beam_size=1,
+    max_tokens_per_second=3.0,
+  )
+  records = _records(output)
+  looping = [r['id'] for r in records if r['loop']]
+  warned = [line for line in err.splitlines() if 'decoding loop' in line]
+  assert looping and len(warned) == len(looping) == summary.loops
+  lines = {r['id']: n for r, n in zip(records, (1, 3, 5), strict=True)}
+  assert warned == [
+    f'Warning eval_clean.trn:{lines[i]}: the hypothesis looks like a '
+    'decoding loop (a 2+ unit n-gram repeated 3+ times in a row, or as many '
+    'units as the token limit allows): check it before use'
+    for i in looping
+  ]

@@ -358,9 +358,12 @@ def test_timestamps_are_the_forced_alignment_of_the_best(run, ctc_mode, beam):
   assert best.text == ' '.join(best.text.split())
   assert best.words and [w.text for w in best.words] == best.text.split()
   assert all(type(t) is float for w in best.words for t in (w.start, w.end))
+  # Speech reaches the input's end: a margin follows it, and times in the
+  # margin are put at the input's end.
+  end = (lead.size + speech.size) / SR
   np.testing.assert_allclose(
     [(w.start, w.end) for w in best.words],
-    [(w.start, w.end) for w in want],
+    [(min(w.start, end), min(w.end, end)) for w in want],
     atol=2e-3,
   )
   assert all(start / SR <= w.start < w.end <= 1.05 for w in best.words)
@@ -368,6 +371,98 @@ def test_timestamps_are_the_forced_alignment_of_the_best(run, ctc_mode, beam):
   assert rec.transcribe([speech], nbest=True)[0][0].words is None
   nbest = rec.transcribe([speech], nbest=True, timestamps=True)[0]
   assert nbest[0].words is not None and nbest[-1].words is None
+
+
+def test_speech_from_the_first_sample_decodes_as_with_silence_around(run):
+  """Speech from an input's first to its last sample is given the margins
+  trimming keeps in training (`audio.add_margins`): the model reads the
+  same samples as for the recording with silence around it, and word times
+  stay on each input's own time line."""
+  config = copy.deepcopy(run.config)
+  config.input.trim_silence = True
+  rec = Recognizer(run.model, config, run.vocab, beam_size=2)
+  pause = np.zeros(1024, np.int16)
+  speech = np.concatenate(
+    [to_int16(signal(0.384, 1)), pause, to_int16(signal(0.448, 2))]
+  )
+  silence = np.zeros(4096, np.int16)  # On the trimming hop grid.
+  recorded = np.concatenate([silence, speech, silence])
+  alone, first = rec.prepare_span(speech, 'speech')
+  trimmed, start = rec.prepare_span(recorded, 'recorded')
+  np.testing.assert_array_equal(alone, trimmed)
+  assert (first, start) == (-512, silence.size - 512)
+  bare, around = rec.transcribe([speech, recorded], timestamps=True)
+  assert bare.text == around.text and bare.words
+  shift = silence.size / SR
+  for w, v in zip(bare.words, around.words, strict=True):
+    # The same frames, `shift` apart; times in the margins are clipped to
+    # the bare input.
+    assert w.start == pytest.approx(max(v.start - shift, 0.0), abs=1e-3)
+    assert w.end == pytest.approx(
+      min(v.end - shift, speech.size / SR), abs=1e-3
+    )
+    assert 0 <= w.start <= w.end <= speech.size / SR
+
+
+def test_no_speech_rule_refuses_inputs_below_its_threshold(run):
+  """The rule counts the units of the CTC head's best path in the densest
+  second (computed here from the model's own CTC logits); an input with
+  fewer than the threshold gets '' and a warning naming it, and with as
+  many it decodes as without the rule."""
+  import jax
+
+  from las_jax import features
+  from las_jax.inference import no_speech
+
+  x = to_int16(signal(1.5, seed=5))
+  off = Recognizer(
+    run.model, run.config, run.vocab, beam_size=2, no_speech_units_per_second=0
+  )
+  assert not off.detects_no_speech
+  samples, _ = off.prepare_span(x, 'x')
+  feats, flen = features.featurize(
+    None, samples[None], np.array([samples.size]), run.config.features, False
+  )
+  enc = run.model.encode(feats, flen)
+  frames = int(enc.enc_lengths_B[0])
+  best = np.asarray(jax.numpy.argmax(enc.ctc_logits_BxSxV[0, :frames], -1))
+  starts = np.flatnonzero((best != 0) & (best != np.r_[-1, best[:-1]]))
+  window = no_speech.window_frames(run.config)
+  assert window < frames  # The densest second, not the whole input.
+  units = max(
+    np.sum((starts >= t) & (starts < t + window)) for t in range(frames)
+  )
+  assert units >= 1
+  text = off.transcribe([x])
+
+  def rec(threshold):
+    return Recognizer(
+      run.model,
+      run.config,
+      run.vocab,
+      beam_size=2,
+      no_speech_units_per_second=threshold,
+    )
+
+  assert rec(units).detects_no_speech and rec(units).transcribe([x]) == text
+  above = rec(units + 0.5)
+  with pytest.warns(
+    audio.AudioWarning,
+    match=rf'^array 0: no speech found: the CTC head hears {units} unit',
+  ):
+    assert above.transcribe([x]) == ['']
+  with pytest.warns(audio.AudioWarning):
+    assert above.transcribe([x], nbest=True) == [[]]
+  [(key, result)] = list(above.decode_stream([('k', samples)]))
+  assert key == 'k' and result == no_speech.NoSpeech(units, units + 0.5)
+  # Without a CTC head there is no evidence: the rule is off.
+  config = copy.deepcopy(run.config)
+  config.model.ctc_weight = 0.0
+  assert not Recognizer(
+    run.model, config, run.vocab, no_speech_units_per_second=3
+  ).detects_no_speech
+  with pytest.raises(ValueError, match='no_speech_units_per_second'):
+    rec(-1)
 
 
 def test_language_model_must_share_the_vocabulary(run_dir, tmp_path):

@@ -163,7 +163,12 @@ def test_a_directory_of_every_bad_kind(old_run, tmp_path):
     [line] = [s for s in lines if s.startswith(f'Skipping {d / name}: ')]
     assert reason in line, line
   for name, reason in warned.items():
-    [line] = [s for s in lines if s.startswith(f'Warning {d / name}: ')]
+    # A random model's hypotheses may loop: that is another warning.
+    [line] = [
+      s
+      for s in lines
+      if s.startswith(f'Warning {d / name}: ') and 'decoding loop' not in s
+    ]
     assert reason in line, line
   assert any(
     s.startswith('Skipping eval_clean.trn:2: line is not UTF-8 or CP949 ')

@@ -176,6 +176,18 @@ def test_refuses_bad_uploads_and_keeps_serving(server, files):
   assert status == 200 and answer['nbest']
 
 
+def test_refuses_uploads_without_speech(run, files):
+  """An upload the no-speech rule refuses is a 400 naming it, not text."""
+  rec = Recognizer(
+    run.model, run.config, run.vocab, no_speech_units_per_second=1000
+  )
+  transcriber = web_demo.Transcriber(rec, None, MAX_UPLOAD_BYTES)
+  with pytest.raises(web_demo.RequestError) as refused:
+    transcriber('speech.wav', (files / 'speech.wav').read_bytes())
+  assert refused.value.status == 400
+  assert str(refused.value).startswith('speech.wav: no speech found')
+
+
 def test_converts_uploads_and_reports_what_it_changed(
   server, recognizer, files
 ):

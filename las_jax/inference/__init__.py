@@ -5,6 +5,7 @@
   search), shared by the recognizer and training's dev evaluation;
 - `search`: greedy and beam search under jit, shallow fusion;
 - `ctc_prefix_score`: CTC prefix scores for one-pass joint decoding;
+- `no_speech`: the rule that refuses inputs without speech (CTC head);
 - `restore`: models from a training run's checkpoints;
 - `inputs`: files, directories, .trn lists and dataset splits as items;
 - `transcription`: what `decode.py` runs (transcripts, JSONL, summary).

@@ -30,7 +30,7 @@ import numpy as np
 from flax import nnx
 
 from las_jax import ctc, features
-from las_jax.inference import ctc_prefix_score, search
+from las_jax.inference import ctc_prefix_score, no_speech, search
 from las_jax.text import Vocabulary
 
 # How LAS uses its CTC head (`config.decode.ctc_mode`).
@@ -192,6 +192,7 @@ def search_batch(
   config: ml_collections.ConfigDict,
   options: SearchOptions,
   timestamps: bool = False,
+  speech_units: bool = False,
 ) -> dict[str, jax.Array]:
   """Transcribes a padded batch; jit-able.
 
@@ -205,6 +206,9 @@ def search_batch(
     options: the search.
     timestamps: also return what `alignment` needs to time the best
       hypothesis' units (a model with a CTC head only).
+    speech_units: also return `speech_units` [B] int32, the units the CTC
+      head's best path emits in the densest second (`no_speech`; a model
+      with a CTC head only).
 
   Returns:
     `tokens` [B, K, L] int32 (0 after each length), `lengths` [B, K] int32
@@ -213,7 +217,7 @@ def search_batch(
     `log_probs` [B, S, V] for `finish_on_host`. With `timestamps`, also
     `unit_log_probs` [B, S, L] (the CTC log-probabilities of the best
     hypothesis' units per encoder frame), `blank_log_probs` [B, S] and
-    `enc_lengths` [B].
+    `enc_lengths` [B]. With `speech_units`, also `speech_units` [B].
 
   Raises:
     ValueError: timestamps of a model without a CTC head.
@@ -222,10 +226,10 @@ def search_batch(
     None, audio_BxN, lengths_B, config.features, False
   )
   enc = model.encode(feats_BxTxF, flen_B, train=False)
-  if timestamps and enc.ctc_logits_BxSxV is None:
+  if (timestamps or speech_units) and enc.ctc_logits_BxSxV is None:
     raise ValueError(
-      'timestamps come from the CTC head; this LAS has none '
-      '(config.model.ctc_weight was 0)'
+      'timestamps and the no-speech rule need the CTC head; this LAS has '
+      'none (config.model.ctc_weight was 0)'
     )
   if options.ctc_mode == 'ctc':
     out = _ctc_search(enc.ctc_logits_BxSxV, enc.enc_lengths_B, options)
@@ -246,6 +250,13 @@ def search_batch(
     out['blank_log_probs'] = log_probs_BxSxV[..., Vocabulary.PAD_ID]
   if timestamps or options.host_prefix_search:
     out['enc_lengths'] = enc.enc_lengths_B
+  if speech_units:
+    out['speech_units'] = ctc.densest_units(
+      enc.ctc_logits_BxSxV,
+      enc.enc_lengths_B,
+      no_speech.window_frames(config),
+      Vocabulary.PAD_ID,
+    )
   return out
 
 

@@ -44,6 +44,7 @@ from las_jax.inference import (
   aot,
   batch_search,
   long_form,
+  no_speech,
   pretrained,
   restore,
 )
@@ -89,6 +90,7 @@ class Recognizer:
     length_penalty: float | None = None,
     max_tokens_per_second: float | None = None,
     compute_dtype: str | None = None,
+    no_speech_units_per_second: float | None = None,
   ):
     """Wraps a model for decoding; options default to `config.decode`.
 
@@ -117,6 +119,11 @@ class Recognizer:
         precision); None uses `config.decode.compute_dtype`, whose None
         means the run's `train.compute_dtype`. Sets the dtype of the model
         (and of the language model) in place.
+      no_speech_units_per_second: an input whose CTC best path emits fewer
+        units in every second of it is refused as holding no speech
+        (`no_speech`); 0 turns the rule off; None uses
+        `config.decode.no_speech_units_per_second`. Ignored without a CTC
+        head (`detects_no_speech`).
 
     Raises:
       ValueError: an option is out of range, a CTC mode was asked of a
@@ -139,6 +146,16 @@ class Recognizer:
     self.batch_size = int(
       config.decode.batch_size if batch_size is None else batch_size
     )
+    self.no_speech_units_per_second = float(
+      config.decode.no_speech_units_per_second
+      if no_speech_units_per_second is None
+      else no_speech_units_per_second
+    )
+    if self.no_speech_units_per_second < 0:
+      raise ValueError(
+        'no_speech_units_per_second must be >= 0, got '
+        f'{self.no_speech_units_per_second}'
+      )
     if self.batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {self.batch_size}')
     if language_model is not None and language_model.vocab != vocab:
@@ -322,15 +339,23 @@ class Recognizer:
   def prepare_span(
     self, samples_N: np.ndarray, name: str
   ) -> tuple[np.ndarray, int]:
-    """Trims silence as training did; rejects silent or too short input.
+    """The model's input for a signal: trimmed as training trims, with the
+    margins trimming leaves; rejects silent or too short input.
 
-    Returns `(kept samples, index of the first one)`: the offset places
-    timestamps on the input's time line.
+    Returns `(samples, first)`: `first` is the input index of the first
+    sample, negative when background was put in front; it places
+    timestamps on the input's time line (`shifted`).
 
     Silence is judged on the mean-removed signal (`audio.is_silent`), so
     a constant offset is silent too. Trimming removes only leading and
     trailing silence (`audio.trim_silence`) and warns (`AudioWarning`)
-    when it removes more than half of the input.
+    when it removes more than half of the input. Where what is kept
+    reaches the input's first or last sample (speech from the first
+    sample, or no trimming), the input's background goes around it
+    (`audio.add_margins`): every training utterance has some before and
+    after its speech once trimmed, and a model never shown speech at its
+    first frame misreads it (with the demo model, the CER of espeak-ng
+    sentences fell from 37% without lead-in to 11%; README).
 
     Raises:
       audio.AudioError: silence, or fewer samples than one encoder frame
@@ -343,26 +368,25 @@ class Recognizer:
       )
     self._check_length(samples_N, name, '')
     inp = self.config.input
-    start = 0
+    start, end = 0, samples_N.size
     if inp.trim_silence:
       start, end = audio.trim_bounds(samples_N, inp.trim_top_db)
-      trimmed_N = samples_N[start:end]
-      if trimmed_N.size == 0:
+      if end == start:
         raise audio.AudioError(
           f'{name}: nothing left after trimming silence (top_db '
           f'{inp.trim_top_db})'
         )
-      self._check_length(trimmed_N, name, ' after trimming silence')
-      if trimmed_N.size < samples_N.size / 2:
+      self._check_length(samples_N[start:end], name, ' after trimming silence')
+      if end - start < samples_N.size / 2:
         rate = self.sample_rate
         warnings.warn(
-          f'{name}: trimming silence kept {trimmed_N.size / rate:.2f} s of '
+          f'{name}: trimming silence kept {(end - start) / rate:.2f} s of '
           f'{samples_N.size / rate:.2f} s',
           audio.AudioWarning,
           stacklevel=2,
         )
-      samples_N = trimmed_N
-    return samples_N, start
+    kept_N, lead = audio.add_margins(samples_N, start, end)
+    return kept_N, start - lead
 
   def _check_length(self, samples_N: np.ndarray, name: str, when: str):
     if samples_N.size < self.min_samples:
@@ -397,7 +421,9 @@ class Recognizer:
     Returns:
       One text per input; with `timestamps`, one best `Hypothesis` per
       input; with `nbest`, one list of `Hypothesis` per input, best first;
-      in input order.
+      in input order. An input the no-speech rule refuses (`no_speech`:
+      noise, a tone, music) gets '' (an empty list with `nbest`) and an
+      `audio.AudioWarning` naming it and saying why.
 
     Raises:
       audio.AudioError: an input is unreadable or silent (naming it).
@@ -406,15 +432,15 @@ class Recognizer:
     if isinstance(inputs, (str, os.PathLike, np.ndarray)):
       raise TypeError('transcribe takes a sequence of inputs; wrap it in [ ]')
 
-    offsets, long = {}, {}
+    offsets, long, names = {}, {}, {}
 
     def prepared():  # Read lazily: only a few batches are held at once.
       for i, item in enumerate(inputs):
         path = isinstance(item, (str, os.PathLike))
-        name = os.fspath(item) if path else f'array {i}'
-        samples_N, offsets[i] = self.prepare_span(
-          self.load(item, sample_rate, name), name
-        )
+        name = names[i] = os.fspath(item) if path else f'array {i}'
+        input_N = self.load(item, sample_rate, name)
+        samples_N, first = self.prepare_span(input_N, name)
+        offsets[i] = first, (0, input_N.size)
         if self.is_long(samples_N.size):
           long[i] = (samples_N, name)
           continue
@@ -422,16 +448,30 @@ class Recognizer:
 
     results: list[Any] = [None] * len(inputs)
     for i, hyps in self.decode_stream(prepared(), timestamps=timestamps):
-      results[i] = [self.shifted(h, offsets[i]) for h in hyps]
+      if isinstance(hyps, no_speech.NoSpeech):
+        warnings.warn(
+          f'{names[i]}: {hyps.reason}', audio.AudioWarning, stacklevel=2
+        )
+        results[i] = []
+        continue
+      results[i] = [self.shifted(h, *offsets[i]) for h in hyps]
     for i, (samples_N, name) in long.items():
       segments = self.transcribe_long(samples_N, timestamps=timestamps)
       self._warn_long(name, samples_N.size, len(segments))
+      if not segments:
+        warnings.warn(
+          f'{name}: no speech found in any segment',
+          audio.AudioWarning,
+          stacklevel=2,
+        )
+        results[i] = []
+        continue
       joined = Hypothesis(
         ' '.join(seg.text for seg in segments if seg.text),
         sum(seg.score for seg in segments),
         sum((seg.words for seg in segments), ()) if timestamps else None,
       )
-      results[i] = [self.shifted(joined, offsets[i])]
+      results[i] = [self.shifted(joined, *offsets[i])]
     if nbest:
       return results
     if timestamps:
@@ -462,6 +502,10 @@ class Recognizer:
         bounds how far behind the input a result can come (a rare length
         bucket would otherwise hold its first utterance to the end of the
         stream); None: only full buckets are decoded before the end.
+
+    Yields:
+      `(key, n-best list)`, or `(key, no_speech.NoSpeech)` for an
+      utterance the no-speech rule refuses (`detects_no_speech`).
     """
     if timestamps and not self.has_ctc_head:
       raise ValueError(
@@ -539,7 +583,7 @@ class Recognizer:
     Returns:
       The segments in time order, with start and end seconds from the
       recording's first sample; regions without speech (too short or
-      silent once trimmed) are left out.
+      silent once trimmed, or refused by the no-speech rule) are left out.
 
     Raises:
       audio.AudioError: the file cannot be read (naming it).
@@ -571,19 +615,27 @@ class Recognizer:
             kept_N, offset = self.prepare_span(region_N, name)
         except audio.AudioError:
           continue  # A click or a breath: nothing to decode.
-        spans[i] = first + offset, kept_N.size
+        # The kept samples on the recording's time line, margins excluded.
+        end = first + region_N.size
+        spans[i] = (
+          first + offset,
+          (
+            max(first, first + offset),
+            min(end, first + offset + kept_N.size),
+          ),
+        )
         yield i, kept_N
 
     segments = []
     for i, hyps in self.decode_stream(prepared(), timestamps=timestamps):
-      if not hyps:
+      if not hyps or isinstance(hyps, no_speech.NoSpeech):
         continue
-      first, n = spans[i]
-      best = self.shifted(hyps[0], first)
+      first, (start, end) = spans[i]
+      best = self.shifted(hyps[0], first, (start, end))
       segments.append(
         long_form.Segment(
-          round(first / rate, 3),
-          round((first + n) / rate, 3),
+          round(start / rate, 3),
+          round(end / rate, 3),
           best.text,
           best.score,
           best.words,
@@ -591,34 +643,58 @@ class Recognizer:
       )
     return sorted(segments, key=lambda seg: seg.start)
 
-  def shifted(self, hyp: Hypothesis, samples: int) -> Hypothesis:
-    """`hyp` with its word times moved `samples` later (a trim's offset)."""
-    if not hyp.words or not samples:
+  def shifted(
+    self,
+    hyp: Hypothesis,
+    samples: int,
+    within: tuple[int, int] | None = None,
+  ) -> Hypothesis:
+    """`hyp` with its word times moved `samples` later and kept `within`.
+
+    Args:
+      hyp: times on the model input's time line.
+      samples: where the model input starts on the input's time line
+        (`prepare_span`'s `first`: a trim's offset, negative after a
+        margin put in front).
+      within: (first, end) samples of the input the times are clipped to:
+        a word the alignment starts or ends in a margin added by
+        `prepare_span` is put at the input's edge. None: no clipping.
+    """
+    if not hyp.words or not (samples or within):
       return hyp
-    delta = samples / self.sample_rate
+    moved = functools.partial(self._moved, samples=samples, within=within)
     return hyp._replace(
       words=tuple(
-        alignment.Span(
-          w.text, round(w.start + delta, 3), round(w.end + delta, 3)
-        )
-        for w in hyp.words
+        alignment.Span(w.text, moved(w.start), moved(w.end)) for w in hyp.words
       )
     )
 
   def shifted_segment(
-    self, segment: long_form.Segment, samples: int
+    self,
+    segment: long_form.Segment,
+    samples: int,
+    within: tuple[int, int] | None = None,
   ) -> long_form.Segment:
-    """`segment` moved `samples` later, its words too."""
-    if not samples:
+    """`segment` moved `samples` later and kept `within`, its words too
+    (see `shifted`)."""
+    if not (samples or within):
       return segment
-    delta = samples / self.sample_rate
-    words = self.shifted(Hypothesis('', 0.0, segment.words), samples).words
+    moved = functools.partial(self._moved, samples=samples, within=within)
+    words = self.shifted(
+      Hypothesis('', 0.0, segment.words), samples, within
+    ).words
     return dataclasses.replace(
-      segment,
-      start=round(segment.start + delta, 3),
-      end=round(segment.end + delta, 3),
-      words=words,
+      segment, start=moved(segment.start), end=moved(segment.end), words=words
     )
+
+  def _moved(
+    self, seconds: float, samples: int, within: tuple[int, int] | None
+  ) -> float:
+    """A time `samples` later, clipped to `within` (`shifted`), rounded."""
+    t = seconds * self.sample_rate + samples
+    if within is not None:
+      t = min(max(t, within[0]), within[1])
+    return round(t / self.sample_rate, 3)
 
   def padded_length(self, num_samples: int) -> int:
     """Samples an utterance is padded to: its audio bucket.
@@ -640,6 +716,12 @@ class Recognizer:
   def _rows(self, n: int) -> int:
     """Rows of a batch of n utterances: the next power of two, capped."""
     return min(self.batch_size, 1 << max(0, n - 1).bit_length())
+
+  @property
+  def detects_no_speech(self) -> bool:
+    """Inputs without speech are refused (`no_speech`): the model has a CTC
+    head and `no_speech_units_per_second` is above 0."""
+    return self.has_ctc_head and self.no_speech_units_per_second > 0
 
   @property
   def has_ctc_head(self) -> bool:
@@ -696,6 +778,11 @@ class Recognizer:
   ) -> Iterator[tuple[Any, list]]:
     out = batch_search.finish_on_host(outputs, len(keys), self.options)
     for b, key in enumerate(keys):
+      if self.detects_no_speech:
+        units = int(out['speech_units'][b])
+        if units < self.no_speech_units_per_second:
+          yield key, no_speech.NoSpeech(units, self.no_speech_units_per_second)
+          continue
       hyps = []
       for k, score in enumerate(out['scores'][b]):
         if not np.isfinite(score):
@@ -736,6 +823,7 @@ class Recognizer:
       self.config,
       self.options,
       timestamps,
+      speech_units=self.detects_no_speech,
     )
 
 

@@ -13,11 +13,13 @@ through it and writes:
   inputs, CER (spaces removed, KoSpeech's metric), CER with spaces, WER,
   sWER (when references exist), the real-time factor (decoding wall
   time, compilation excluded, over seconds of audio; null when nothing
-  was decoded) and the number of hypotheses that look like loops.
+  was decoded) and the number of hypotheses that look like loops (each
+  also gets a `Warning NAME:` line).
 
 Inputs that cannot be decoded (missing, unreadable or corrupt files, silent
-or too short audio, malformed .trn lines) are reported by name on stderr
-(`Skipping NAME: reason`) and counted; the rest are decoded. Inputs decoded
+or too short audio, malformed .trn lines) and inputs without speech (the
+no-speech rule, `no_speech`: noise, tones, music) are reported by name on
+stderr (`Skipping NAME: reason`) and counted; the rest are decoded. Inputs decoded
 after a conversion worth knowing about (clipping, int16-scale floats, a
 container behind a .pcm name, a trim that removed most of the file) get a
 `Warning NAME: reason` line each (`audio.AudioWarning`) and are counted too.
@@ -40,6 +42,7 @@ import numpy as np
 from las_jax import audio, metrics, run_layout
 from las_jax.inference import inputs, subtitles
 from las_jax.inference.long_form import Segment
+from las_jax.inference.no_speech import NoSpeech
 from las_jax.inference.recognizer import Hypothesis, Recognizer
 
 # How many batches' worth of later utterances may be read while one waits
@@ -70,6 +73,9 @@ class Summary:
   rates: metrics.ErrorRates | None
   # Hypotheses that look like loops (`metrics.looks_like_loop`).
   loops: int = 0
+  # Of the skipped inputs, those without speech: refused by the no-speech
+  # rule (`no_speech`), or long recordings with no speech region.
+  no_speech: int = 0
 
   @property
   def real_time_factor(self) -> float | None:
@@ -95,7 +101,8 @@ class Summary:
     lines = [
       f'Decoded {self.utterances} utterances, {self.audio_seconds:.1f} s of '
       f'audio, {self.warned} with warnings; skipped {self.skipped} '
-      'input(s) (reported above).'
+      f'input(s), {self.no_speech} of them for holding no speech (reported '
+      'above).'
     ]
     r = self.rates
     if r is not None:
@@ -159,11 +166,15 @@ def transcribe_items(
     print(f'Skipping {bad.name}: {bad.reason}', file=stderr)
   skipped, warned = len(rejected), 0
   audio_seconds = 0.0
-  # key -> (item, seconds, seconds searched, first sample kept).
+  # key -> (item, seconds, seconds searched, first sample kept; negative
+  # after a margin put in front, `Recognizer.prepare_span`).
   pending: dict[int, tuple[inputs.DecodeItem, float, float, int]] = {}
-  # Items decoded as segments: key, item, the samples kept and the first
-  # one's index, or None for a file read in blocks.
-  long_items: list[tuple[int, inputs.DecodeItem, np.ndarray | None, int]] = []
+  # Items decoded as segments: key, item, the samples kept
+  # (`prepare_span`), the first one's index and the input's length, or
+  # None for a file read in blocks.
+  long_items: list[
+    tuple[int, inputs.DecodeItem, np.ndarray | None, tuple[int, int | None]]
+  ] = []
   # Outputs wait here until every item before them is done: key -> the
   # arguments of `write`, or None for a skipped item.
   done: dict[int, tuple | None] = {}
@@ -200,10 +211,9 @@ def transcribe_items(
     return result
 
   def prepared() -> Iterator[tuple[int, Any]]:
-    nonlocal audio_seconds
     for key, item in enumerate(items):
       if long_form and item.path is not None:
-        long_items.append((key, item, None, 0))  # Read in blocks, later.
+        long_items.append((key, item, None, (0, None)))  # Read in blocks.
         continue
 
       def load(item=item):
@@ -217,9 +227,8 @@ def transcribe_items(
         continue
       size, kept_N, first = loaded
       if long_form or recognizer.is_long(kept_N.size):
-        long_items.append((key, item, kept_N, first))
+        long_items.append((key, item, kept_N, (first, size)))
         continue
-      audio_seconds += size / sample_rate
       # The search's token limit follows the trimmed audio.
       pending[key] = (
         item,
@@ -229,7 +238,7 @@ def transcribe_items(
       )
       yield key, kept_N
 
-  decoded, loops, per_utterance = 0, 0, []
+  decoded, loops, no_speech, per_utterance = 0, 0, 0, []
 
   def write(item, hyps, seconds, segments, loop):
     nonlocal decoded, loops
@@ -279,7 +288,15 @@ def transcribe_items(
   max_wait = _MAX_WAIT_BATCHES * recognizer.batch_size
   for key, hyps in recognizer.decode_stream(prepared(), timestamps, max_wait):
     item, seconds, searched_seconds, first = pending.pop(key)
-    hyps = [recognizer.shifted(h, first) for h in hyps]
+    if isinstance(hyps, NoSpeech):
+      print(f'Skipping {item.name}: {hyps.reason}', file=stderr)
+      skipped += 1
+      no_speech += 1
+      finish(key, None)
+      continue
+    audio_seconds += seconds
+    within = 0, round(seconds * sample_rate)  # Margins excluded.
+    hyps = [recognizer.shifted(h, first, within) for h in hyps]
     best = hyps[0] if hyps else None
     loop = bool(best) and metrics.looks_like_loop(
       recognizer.vocab.encode(best.text),
@@ -289,15 +306,17 @@ def transcribe_items(
     if best is not None:
       segments = [
         Segment(
-          round(first / sample_rate, 3),
-          round(first / sample_rate + searched_seconds, 3),
+          round(max(first, 0) / sample_rate, 3),
+          round(min(seconds, first / sample_rate + searched_seconds), 3),
           best.text,
           best.score,
           best.words,
         )
       ]
+    if loop:
+      _warn_loop(item, stderr)
     finish(key, (item, hyps, seconds, segments, loop))
-  for key, item, kept_N, first in long_items:
+  for key, item, kept_N, (first, size) in long_items:
     source = item.path if kept_N is None else kept_N
     segments = reported(
       item,
@@ -310,13 +329,17 @@ def transcribe_items(
       continue
     if not segments:  # As a short input that trims to nothing is.
       print(
-        f'Skipping {item.name}: audio is silent (no speech found)', file=stderr
+        f'Skipping {item.name}: no speech found (silence, or only sounds '
+        'the no-speech rule refused)',
+        file=stderr,
       )
       skipped += 1
+      no_speech += 1
       finish(key, None)
       continue
-    segments = [recognizer.shifted_segment(g, first) for g in segments]
-    seconds = _duration(item, kept_N, sample_rate)
+    within = None if size is None else (0, size)  # Margins excluded.
+    segments = [recognizer.shifted_segment(g, first, within) for g in segments]
+    seconds = _duration(item, size, sample_rate)
     audio_seconds += seconds
     print(
       f'Long-form {item.name}: {seconds:.1f} s decoded as {len(segments)} '
@@ -332,6 +355,8 @@ def transcribe_items(
       )
       for g in segments
     )
+    if loop:
+      _warn_loop(item, stderr)
     finish(key, (item, [Hypothesis(text, score)], seconds, segments, loop))
   compile_seconds = recognizer.compile_seconds - compile_before
   return Summary(
@@ -347,13 +372,23 @@ def transcribe_items(
       else None
     ),
     loops=loops,
+    no_speech=no_speech,
   )
 
 
-def _duration(item, kept_N, sample_rate) -> float:
-  """Seconds of a long item: its file's, or of the samples kept."""
-  if kept_N is not None:
-    return kept_N.size / sample_rate
+def _warn_loop(item: inputs.DecodeItem, stderr: TextIO) -> None:
+  print(
+    f'Warning {item.name}: the hypothesis looks like a decoding loop (a 2+ '
+    'unit n-gram repeated 3+ times in a row, or as many units as the token '
+    'limit allows): check it before use',
+    file=stderr,
+  )
+
+
+def _duration(item, size: int | None, sample_rate) -> float:
+  """Seconds of a long item: its file's, or of the samples it had."""
+  if size is not None:
+    return size / sample_rate
   return audio.duration(item.path)
 
 
@@ -445,6 +480,17 @@ def run(
   else:
     recognizer = Recognizer.from_workdir(workdir, which=which, **options)
     run_dir = Path(workdir)
+  if not recognizer.detects_no_speech:
+    print(
+      'Note: inputs without speech (noise, tones, music) are not detected: '
+      + (
+        'no_speech_units_per_second is 0.'
+        if recognizer.has_ctc_head
+        else 'the no-speech rule needs a CTC head, which this model lacks '
+        '(config.model.ctc_weight was 0).'
+      ),
+      file=stderr,
+    )
   data = recognizer.config.data
   rejected = []
   if split:

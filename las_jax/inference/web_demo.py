@@ -166,7 +166,8 @@ class Transcriber:
     """Decodes one uploaded file.
 
     Raises:
-      RequestError: 400 (empty, silent, too short) or 415 (unreadable).
+      RequestError: 400 (empty, silent, too short, no speech) or 415
+        (unreadable).
     """
     if not data:
       raise RequestError(400, f'{name}: the upload is empty')
@@ -209,6 +210,12 @@ class Transcriber:
         nbest = rec.transcribe(
           [samples_N], nbest=True, timestamps=rec.has_ctc_head
         )[0]
+      if not nbest:  # Refused by the no-speech rule, with a warning.
+        raise RequestError(
+          400,
+          f'{name}: no speech found (noise, a tone or music; see '
+          'las_jax/inference/no_speech.py)',
+        )
       # Word times of the best hypothesis (CTC forced alignment), seconds.
       timestamps = None
       if nbest and nbest[0].words is not None:
