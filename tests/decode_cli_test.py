@@ -9,6 +9,7 @@ summary's error rates are the corpus rates of the JSONL's own lines.
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -287,14 +288,16 @@ def test_no_speech_and_loops_are_reported_by_name(run_dir, corpus, tmp_path):
     beam_size=1,
     no_speech_units_per_second=1000,
   )
-  refused = [line for line in err.splitlines() if 'no speech found' in line]
-  # The readable lines of the list: 1, 3 and 5 (2 and 4 are bad lines).
-  assert [line.split(':')[:2] for line in refused] == [
-    ['Skipping eval_clean.trn', str(n)] for n in (1, 3, 5)
-  ]
+  # The readable lines of the list: 1, 3 and 5 (2 and 4 are bad lines),
+  # each named by its audio file and its line.
+  refused = re.findall(
+    r'^Skipping (\S+) \(eval_clean\.trn:(\d)\): no speech found', err, re.M
+  )
+  assert [n for _, n in refused] == ['1', '3', '5']
+  assert all(os.path.isfile(p) for p, _ in refused)
   assert summary.utterances == 0 and summary.audio_seconds == 0
   assert summary.skipped == 5 and summary.no_speech == 3
-  assert 'skipped 5 input(s), 3 of them for holding no speech' in err
+  assert 'all 5 input(s) were skipped, 3 of them for holding no speech' in err
   assert out == '' and _records(output) == []
   # A token limit of 3 units per second: hypotheses run into it.
   output = tmp_path / 'loops.jsonl'
@@ -310,9 +313,11 @@ def test_no_speech_and_loops_are_reported_by_name(run_dir, corpus, tmp_path):
   warned = [line for line in err.splitlines() if 'decoding loop' in line]
   assert looping and len(warned) == len(looping) == summary.loops
   lines = {r['id']: n for r, n in zip(records, (1, 3, 5), strict=True)}
-  assert warned == [
-    f'Warning eval_clean.trn:{lines[i]}: the hypothesis looks like a '
-    'decoding loop (a 2+ unit n-gram repeated 3+ times in a row, or as many '
-    'units as the token limit allows): check it before use'
-    for i in looping
+  loop_warning = (
+    r'^Warning \S+ \(eval_clean\.trn:(\d)\): the hypothesis looks like a '
+    r'decoding loop \(a 2\+ unit n-gram repeated 3\+ times in a row, or as '
+    r'many units as the token limit allows\): check it before use$'
+  )
+  assert [re.fullmatch(loop_warning, line)[1] for line in warned] == [
+    str(lines[i]) for i in looping
   ]

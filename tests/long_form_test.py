@@ -186,11 +186,14 @@ def test_decode_cli_writes_segments_and_subtitles(run_dir, recording, tmp_path):
   assert summary.skipped == 1 and f'Skipping {silent}' in err.getvalue()
   assert 'silent.wav' not in out.getvalue()
   assert 'decoded as' in err.getvalue() and 'segments' in err.getvalue()
-  srt = (tmp_path / 'rec' / 'recording.srt').read_text()
+  # Named by the path from the inputs' common folder (unique per decode).
+  [srt_path] = (tmp_path / 'rec').rglob('recording.srt')
+  srt = srt_path.read_text()
   times = re.findall(r'(\d\d):(\d\d):(\d\d),(\d{3}) --> ', srt)
   starts = [
     int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000
     for h, m, s, ms in times
   ]
   assert len(starts) >= len(SENTENCES) and starts == sorted(starts)
-  assert (tmp_path / 'rec' / 'recording.vtt').read_text().startswith('WEBVTT')
+  vtt = srt_path.with_suffix('.vtt').read_text()
+  assert vtt.startswith('WEBVTT')

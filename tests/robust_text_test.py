@@ -80,7 +80,9 @@ def test_decode_inputs_keep_every_good_line(tmp_path):
     ('b', '무슨 칠십 퍼센트'),
     ('d', '그래서 갔어'),
   ]
-  assert items[0].name == 'eval_clean.trn:1'
+  # A .trn line is named by its audio file and its line.
+  audio_path = tmp_path / 'KsponSpeech_01' / 'a.pcm'
+  assert items[0].name == f'{audio_path} (eval_clean.trn:1)'
   assert [r.name for r in rejected] == ['eval_clean.trn:3']
   assert 'not UTF-8 or CP949' in rejected[0].reason
 

@@ -768,6 +768,7 @@ class Recognizer:
           compute_dtype=self._compute_dtype,
           options=dataclasses.asdict(self.options),
           timestamps=timestamps,
+          speech_units=self.detects_no_speech,
         ),
       )
       self.compile_seconds += time.perf_counter() - start

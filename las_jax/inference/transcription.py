@@ -95,8 +95,8 @@ class Summary:
       if not self.skipped:
         return 'Nothing was decoded: the inputs hold no utterances.'
       return (
-        f'Nothing was decoded: all {self.skipped} input(s) were skipped '
-        '(reasons above).'
+        f'Nothing was decoded: all {self.skipped} input(s) were skipped, '
+        f'{self.no_speech} of them for holding no speech (reasons above).'
       )
     lines = [
       f'Decoded {self.utterances} utterances, {self.audio_seconds:.1f} s of '
