@@ -158,7 +158,7 @@ def test_trn_list_reports_error_rates(run_dir, corpus, tmp_path):
   assert summary.real_time_factor > 0
   # Loops are counted from the same flags the JSONL carries.
   assert summary.loops == sum(r['loop'] for r in records)
-  assert f'{summary.loops} hypothes' in err and 'look like loops' in err
+  assert f'{summary.loops} hypothes' in err and 'like loops' in err
   saved = json.loads(output.with_suffix('.summary.json').read_text())
   assert saved['utterances'] == 3 and saved['rates']['cer'] == rates.cer
   assert len(out.splitlines()) == 3

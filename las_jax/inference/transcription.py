@@ -117,7 +117,8 @@ class Summary:
       f'compilation {self.compile_seconds:.2f} s.'
     )
     lines.append(
-      f'{self.loops} hypothes{"i" if self.loops == 1 else "e"}s look like '
+      f'{self.loops} '
+      f'{"hypothesis looks" if self.loops == 1 else "hypotheses look"} like '
       'loops (a 2+ unit n-gram repeated 3+ times in a row, or as many units '
       'as the token limit allows).'
     )
