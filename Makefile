@@ -67,7 +67,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 test: lint browser
-	$(BIN)/python -m pytest -n 2 --durations=10
+	$(BIN)/python -m pytest -n 2 --dist worksteal --durations=10
 
 # The generator writes scripts/*.trn last: without them the folder is an
 # interrupted run, started again from scratch.
