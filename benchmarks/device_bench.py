@@ -214,7 +214,10 @@ def decode_program(dtype: str, s: dict):
   graphdef, state = nnx.split(model)
   host = synthetic_batch(config, s['decode_batch'], s['seconds'], s['vocab'], 1)
   options = batch_search.SearchOptions.resolve(
-    config, beam_size=s['beam'], max_tokens_per_second=TOKENS_PER_SECOND
+    config,
+    beam_size=s['beam'],
+    max_tokens_per_second=TOKENS_PER_SECOND,
+    lm_weight=0.0,
   )
 
   @jax.jit

@@ -269,7 +269,9 @@ def get_config() -> ml_collections.ConfigDict:
   # search: CTC prefix scores of a pre-beam of candidates at every step,
   # Watanabe et al. 2017), 'rescore' (attention beam search, then the
   # n-best rescored with CTC), 'ctc' (the CTC head alone: best path, or
-  # prefix beam search with beam_size > 1) or 'off' (attention alone).
+  # prefix beam search with beam_size > 1; with a language model, a
+  # label-synchronous search of CTC prefix scores fused with the LM) or
+  # 'off' (attention alone).
   # None = 'joint' with a CTC head, 'off' without. DeepSpeech2: 'ctc'.
   decode.ctc_mode = None
   # CTC weight lambda of 'joint' and 'rescore': scores are (1 - lambda) *

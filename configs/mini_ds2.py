@@ -2,7 +2,8 @@
 
   python -m las_jax.data.make_mini_kspon data/mini_kspon
   python train.py --config configs/mini_ds2.py --workdir runs/mini_ds2
-  python decode.py --workdir runs/mini_ds2 --which=best --split=eval_clean
+  python decode.py --workdir runs/mini_ds2 --which=best --split=eval_clean \
+      --lm_workdir runs/mini_lm   # the LAS demo's LM: same vocabulary
 
 KoSpeech's DeepSpeech2 (configs/deepspeech2.py) sized for the corpus and
 the machine, as configs/mini.py sizes LAS:
@@ -14,7 +15,13 @@ the machine, as configs/mini.py sizes LAS:
   over; the corpus speaks ~4 syllables/s, so CTC still gets ~6 frames per
   character;
 - 3 x BN-ReLU-BiGRU 128;
-- character units, as the LAS demo.
+- the LAS demo's units (500 SentencePiece pieces over Hangul letters,
+  'spm_jamo'), built from the same train text into the same vocabulary,
+  so the demo's language model (configs/mini_lm.py) fuses with it.
+3000 steps take about 18 minutes on 2 cores (~2.9 steps/s). Test CER
+(2026-11-30): eval_clean 18.6% without a language model, 13.4% with the
+mini LM at weight 0.7 (dev: 18.8%; 14.5 / 13.0 / 12.8 / 12.7% at weight
+0.3 / 0.5 / 0.7 / 0.9).
 SpecAugment is off, as in mini.py: the corpus already varies voice, speed,
 pitch and noise.
 """
@@ -28,6 +35,8 @@ def get_config():
   config.data.manual_dir = 'data/mini_kspon'
   config.data.data_dir = 'data/tfds_mini'
   config.data.test_split = 'eval_clean'
+  config.data.vocab_unit = 'spm_jamo'
+  config.data.vocab_max_size = 500
 
   config.features.num_mels = 40
   config.features.spec_augment = False
@@ -56,4 +65,8 @@ def get_config():
   train.eval_every = 250
   train.eval_utterances = 64
   train.checkpoint_every = 250
+
+  # Shallow fusion weight of a language model given with --lm_workdir
+  # (chosen on dev; CTC alone trusts the LM more than joint decoding does).
+  config.decode.lm_weight = 0.7
   return config

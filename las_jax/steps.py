@@ -451,7 +451,10 @@ def greedy_decode(
   each shard.
   """
   options = batch_search.SearchOptions.resolve(
-    config, beam_size=1, ctc_mode='ctc' if is_ctc_only(config) else 'off'
+    config,
+    beam_size=1,
+    ctc_mode='ctc' if is_ctc_only(config) else 'off',
+    lm_weight=0.0,
   )
   out = batch_search.search_batch(
     state_lib.merge_model(graphdef, state),

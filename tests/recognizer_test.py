@@ -537,3 +537,65 @@ def test_bfloat16_decoding_is_close_to_float32(run):
   assert default.transcribe(audio, nbest=True) == want
   with pytest.raises(ValueError, match='compute_dtype.*float16'):
     Recognizer(run.model, run.config, run.vocab, compute_dtype='float16')
+
+
+def test_ctc_mode_fuses_a_language_model_as_the_sum_of_its_parts(
+  run_dir, run, tmp_path
+):
+  """'ctc' with a language model searches label by label: each n-best
+  hypothesis scores log p_ctc(y | x) (its prefix scores telescope to the
+  full-sequence probability at EOS) plus w * log p_lm(y, EOS), both
+  computed here separately (CTC loss, LM stepped unit by unit)."""
+  from las_jax import ctc, features
+  from las_jax.inference import batch_search
+
+  lm = restore.load_language_model(
+    make_run(tmp_path / 'lm', lm_config(), step=3)
+  ).model
+  weight = 0.5
+  options = batch_search.SearchOptions.resolve(
+    run.config,
+    beam_size=4,
+    ctc_mode='ctc',
+    lm_weight=weight,
+    length_penalty=0.0,
+  )
+  assert not options.host_prefix_search
+  x = to_int16(signal(0.7, seed=4))
+  audio_BxN, lengths_B = x[None], np.array([x.size], np.int32)
+  out = batch_search.search_batch(
+    run.model, lm, audio_BxN, lengths_B, run.config, options
+  )
+  feats, flen = features.featurize(
+    None, audio_BxN, lengths_B, run.config.features, False
+  )
+  enc = run.model.encode(feats, flen)
+  checked = 0
+  for k in range(options.beam_size):
+    n = int(out['lengths'][0, k])
+    if not np.isfinite(out['scores'][0, k]):
+      continue
+    tokens = np.asarray(out['tokens'][0, k, :n])
+    assert tokens[-1] == Vocabulary.EOS_ID  # Every hypothesis ended.
+    units = tokens[:-1]
+    ctc_lp = -float(
+      ctc.ctc_loss(
+        enc.ctc_logits_BxSxV,
+        enc.enc_lengths_B,
+        np.maximum(units, 0)[None] if units.size else np.zeros((1, 1), int),
+        np.array([units.size]),
+        blank_id=Vocabulary.PAD_ID,
+      )[0]
+    )
+    carry, step = lm.scorer(1)
+    lm_lp, prev = 0.0, Vocabulary.SOS_ID
+    for unit in tokens:
+      scores, carry = step(np.array([prev]), carry)
+      lm_lp += float(scores[0, unit])
+      prev = unit
+    np.testing.assert_allclose(
+      out['scores'][0, k], ctc_lp + weight * lm_lp, rtol=1e-4, atol=1e-4
+    )
+    checked += 1
+  assert checked >= 2
+  assert np.all(np.diff(out['scores'][0, :checked]) <= 1e-6)  # Best first.

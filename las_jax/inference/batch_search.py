@@ -14,7 +14,10 @@ head as `SearchOptions.ctc_mode` says:
 - 'rescore': attention beam search, then the n-best rescored with CTC;
 - 'ctc': the CTC head alone, as DeepSpeech2 decodes: the best CTC path,
   or CTC prefix beam search (`ctc.ctc_prefix_beam_search`, on the host, on
-  the log-probabilities `search_batch` returns; `finish_on_host`);
+  the log-probabilities `search_batch` returns; `finish_on_host`); with a
+  language model, the label-synchronous beam search led by CTC prefix
+  scores of every unit, fused with the LM (ESPnet's decoding of a CTC
+  model with `ctc_weight=1` and an LM);
 - 'off': attention alone.
 """
 
@@ -162,8 +165,15 @@ class SearchOptions:
 
   @property
   def host_prefix_search(self) -> bool:
-    """CTC prefix beam search runs on the host, after `search_batch`."""
-    return self.ctc_mode == 'ctc' and self.beam_size > 1
+    """CTC prefix beam search runs on the host, after `search_batch`
+    (CTC alone, beam > 1, no language model fused)."""
+    return self.ctc_mode == 'ctc' and self.beam_size > 1 and not self.fused
+
+  @property
+  def fused(self) -> bool:
+    """A language model is fused (`lm_weight` > 0; callers without one
+    resolve with `lm_weight=0`)."""
+    return self.lm_weight > 0
 
   def max_tokens(self, seconds: float) -> int:
     """LAS output limit (EOS included) for `seconds` of audio.
@@ -220,8 +230,14 @@ def search_batch(
     `enc_lengths` [B]. With `speech_units`, also `speech_units` [B].
 
   Raises:
-    ValueError: timestamps of a model without a CTC head.
+    ValueError: timestamps of a model without a CTC head; a fusion weight
+      (`options.lm_weight` > 0) without a language model.
   """
+  if options.fused and language_model is None:
+    raise ValueError(
+      f'lm_weight={options.lm_weight} without a language model: resolve the '
+      'options with lm_weight=0 to decode without one'
+    )
   feats_BxTxF, flen_B = features.featurize(
     None, audio_BxN, lengths_B, config.features, False
   )
@@ -231,7 +247,7 @@ def search_batch(
       'timestamps and the no-speech rule need the CTC head; this LAS has '
       'none (config.model.ctc_weight was 0)'
     )
-  if options.ctc_mode == 'ctc':
+  if options.ctc_mode == 'ctc' and not options.fused:
     out = _ctc_search(enc.ctc_logits_BxSxV, enc.enc_lengths_B, options)
   else:
     seconds = audio_BxN.shape[1] / config.features.sample_rate
@@ -301,7 +317,8 @@ def _ctc_search(logits_BxSxV, lengths_B, options):
 
 
 def _label_search(model, language_model, enc, seconds, seconds_B, options):
-  """Greedy or beam search over output units ('joint', 'rescore', 'off')."""
+  """Greedy or beam search over output units ('joint', 'rescore', 'off',
+  and 'ctc' with a language model: CTC prefix scores and the LM alone)."""
   enc_len_B = enc.enc_lengths_B
   b = enc_len_B.shape[0]
   max_len = options.max_tokens(seconds)
@@ -311,11 +328,13 @@ def _label_search(model, language_model, enc, seconds, seconds_B, options):
     seconds_B, options.max_tokens_per_second, max_len
   )
   ids = dict(sos_id=Vocabulary.SOS_ID, eos_id=Vocabulary.EOS_ID)
-  joint = options.ctc_mode == 'joint'
-  att_carry, att_step = model.scorer(enc.enc_BxSxH, enc_len_B)
-  scorers = [(1.0 - options.ctc_weight if joint else 1.0, att_step)]
-  carries = [att_carry]
-  if language_model is not None:
+  joint = options.ctc_mode in ('joint', 'ctc')
+  scorers, carries = [], []
+  if options.ctc_mode != 'ctc':
+    att_carry, att_step = model.scorer(enc.enc_BxSxH, enc_len_B)
+    scorers.append((1.0 - options.ctc_weight if joint else 1.0, att_step))
+    carries.append(att_carry)
+  if options.fused:
     lm_carry, lm_step = language_model.scorer(b)
     scorers.append((options.lm_weight, lm_step))
     carries.append(lm_carry)

@@ -166,11 +166,9 @@ class Recognizer:
         "--config.data.vocab_from=<this model's run directory>"
       )
     self.language_model = language_model if self.options.lm_weight else None
-    if self.language_model is not None and self.ctc_mode == 'ctc':
-      raise ValueError(
-        "shallow fusion needs a label-synchronous search: use ctc_mode 'joint'"
-        ", 'rescore' or 'off' with a language model, or lm_weight=0"
-      )
+    if self.language_model is None:
+      # What the search does, and what its summary reports.
+      self.options = dataclasses.replace(self.options, lm_weight=0.0)
     dtype = (
       compute_dtype or config.decode.compute_dtype or config.train.compute_dtype
     )
