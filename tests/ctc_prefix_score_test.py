@@ -146,17 +146,15 @@ def test_ctc_weight_one_wide_beam_finds_the_most_probable_sequence():
   for seed in range(4):
     logits = random_logits(seed, (1, t, v), scale=1.0)
     lp = log_softmax(logits[0])
-    truth = {}
-    for n in range(t + 1):
-      for y in itertools.product(units, repeat=n):
-        truth[y] = float(
-          -ctc.ctc_loss(
-            jnp.asarray(lp[None]),
-            jnp.array([t]),
-            jnp.array([list(y) + [0] * (t - n + 1)]),
-            jnp.array([n]),
-          )[0]
-        )
+    seqs = [y for n in range(t + 1) for y in itertools.product(units, repeat=n)]
+    # Every sequence's CTC log-likelihood in one batched call.
+    losses = ctc.ctc_loss(
+      jnp.broadcast_to(jnp.asarray(lp), (len(seqs), t, v)),
+      jnp.full(len(seqs), t),
+      jnp.array([list(y) + [0] * (t - len(y) + 1) for y in seqs]),
+      jnp.array([len(y) for y in seqs]),
+    )
+    truth = {y: -float(loss) for y, loss in zip(seqs, losses, strict=True)}
     best = max(truth, key=truth.get)
     nbest = ctc_only_search(
       jnp.asarray(logits), jnp.array([t]), beam=16, max_len=t + 1
