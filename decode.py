@@ -17,9 +17,11 @@ CER/WER/sWER, the real-time factor and how many hypotheses look like
 loops (each such hypothesis also gets a warning naming its file).
 Unreadable, silent or too short files are reported and skipped, and so are
 files without speech (noise, tones, music): with a CTC head, a file whose
-CTC best path emits fewer than --no_speech_units_per_second units in every
-second is not decoded into invented text (las_jax/inference/no_speech.py
-gives the rule and the figures it was chosen by); conversions worth
+CTC best path emits fewer than --no_speech_units_per_second confident
+units in every second, and that is no short reply the CTC head hears
+(--no_speech_short_units), is not decoded into invented text
+(las_jax/inference/no_speech.py gives the rule and the figures it was
+chosen by); conversions worth
 knowing are reported as warnings, one line per file each; the exit status is 0 when at least one input was decoded. JAX options are flags too (`--jax_platforms=cpu`).
 Compiled programs are cached on disk, so a second run starts at once
 (`--jax_compilation_cache_dir=` turns that off; see
@@ -128,9 +130,17 @@ _COMPUTE_DTYPE = flags.DEFINE_enum(
 _NO_SPEECH = flags.DEFINE_float(
   'no_speech_units_per_second',
   None,
-  'Skip inputs whose CTC best path emits fewer units than this in every '
-  'second as holding no speech (las_jax/inference/no_speech.py); 0 = off; '
+  'Skip inputs whose CTC best path emits fewer confident units (each '
+  'counted by its posterior) than this in every second as holding no '
+  'speech, short replies apart (las_jax/inference/no_speech.py); 0 = off; '
   'models with a CTC head (default: config.decode).',
+)
+_NO_SPEECH_SHORT = flags.DEFINE_float(
+  'no_speech_short_units',
+  None,
+  'Fewer confident units are speech too when they add up to this and the '
+  'transcript is what the CTC head hears: a short reply (default: '
+  'config.decode).',
 )
 _TIMESTAMPS = flags.DEFINE_bool(
   'timestamps',
@@ -187,6 +197,7 @@ def main(argv: list[str]) -> None:
       length_penalty=_LENGTH_PENALTY.value,
       compute_dtype=_COMPUTE_DTYPE.value,
       no_speech_units_per_second=_NO_SPEECH.value,
+      no_speech_short_units=_NO_SPEECH_SHORT.value,
     )
   except (ValueError, FileNotFoundError) as e:
     # Bad arguments or a missing run: a message, not a traceback.

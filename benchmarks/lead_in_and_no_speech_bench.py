@@ -9,26 +9,36 @@
    with speech at its first sample), clean and under white or pink noise
    at 20 and 10 dB SNR, with 0, 0.05, 0.1 and 0.3 s of (noisy) silence
    before them; prints the CER of each condition.
-2. No speech: units the CTC head's best path emits in the densest second
-   (`las_jax/inference/no_speech.py`) for noise, tones, chords, a melody,
-   hum and clicks, for the utterances of each `--trn` list, for the
-   espeak-ng sentences at 10 dB SNR and for lone words in 3 s of noise;
-   prints each group's range and how many the threshold
-   (`--no_speech_units_per_second`, default the run's) refuses.
+2. No speech (`las_jax/inference/no_speech.py`): for noise, tones, chords,
+   a melody, hum and clicks (`--noise_draws` draws of the noise in them),
+   for the utterances of each `--trn` list, for the espeak-ng sentences at
+   10 dB SNR, for lone words in 3 s of noise, and for short replies (one-
+   and two-syllable words by four espeak-ng voices at three speeds, alone,
+   with 0.5 s of silence around them, and in pink noise at 20 and 10 dB
+   SNR), prints each group's range of the rule's cues: units of the CTC
+   best path in the densest second (the old rule counted these), the same
+   units counted by their peak posteriors ("confident units"), and the
+   share of the transcript's units that differ from the best path; then
+   how many the rule refuses with the run's thresholds (or
+   `--no_speech_units_per_second`, `--no_speech_short_units`), and how
+   many the old count alone (below 3 units) refused.
 
 Needs the espeak-ng program (`apt-get install espeak-ng`).
 """
 
 import argparse
+import collections
 import io
 import subprocess
+import warnings
 
 import numpy as np
 import soundfile as sf
 import soxr
+from flax import nnx
 
-from las_jax import audio, metrics
-from las_jax.inference import Recognizer, inputs, no_speech
+from las_jax import audio, features, metrics
+from las_jax.inference import Recognizer, inputs, no_speech, restore
 
 SR = 16000
 SENTENCES = (
@@ -54,18 +64,49 @@ SENTENCES = (
   '커피 한잔 주시겠어요',
 )
 WORDS = ('네', '아니요', '안녕하세요', '감사합니다')
+# Short replies: one and two syllables.
+SHORT_WORDS = {
+  'one syllable': ('네', '예', '응', '뭐', '왜', '아', '물', '밥', '집', '책'),
+  'two syllables': ('아니', '그래', '좋아', '싫어', '맞아', '진짜', '어디'),
+}
+SHORT_VOICES = ('ko', 'ko+f2', 'ko+m3', 'ko+klatt')
+SHORT_SPEEDS = (130, 175, 230)  # espeak-ng words per minute.
 
 
-def speak(text: str) -> np.ndarray:
+def speak(text: str, voice: str = 'ko', speed: int = 175) -> np.ndarray:
   """espeak-ng's Korean voice at 16 kHz, float, silence after it cut."""
   wav = subprocess.run(
-    ['espeak-ng', '-v', 'ko', '--stdout', text],
+    ['espeak-ng', '-v', voice, '-s', str(speed), '--stdout', text],
     capture_output=True,
     check=True,
   ).stdout
   x, rate = sf.read(io.BytesIO(wav), dtype='float64')
   x = soxr.resample(x, rate, SR)
   return x[: np.flatnonzero(np.abs(x) > 1e-3)[-1] + 1]
+
+
+def short_replies(rng) -> dict[str, list[np.ndarray]]:
+  """SHORT_WORDS by each voice and speed, peak 0.5: as spoken (speech at
+  the first and last sample), with 0.5 s of silence around, and with that
+  silence in pink noise at 20 and 10 dB SNR."""
+  groups = {}
+  for name, words in SHORT_WORDS.items():
+    spoken = [
+      0.5 * x / np.abs(x).max()
+      for w in words
+      for v in SHORT_VOICES
+      for s in SHORT_SPEEDS
+      for x in [speak(w, v, s)]
+    ]
+    pad = np.zeros(SR // 2)
+    around = [np.concatenate([pad, x, pad]) for x in spoken]
+    groups[f'{name}, as spoken'] = spoken
+    groups[f'{name}, 0.5 s silence around'] = around
+    for snr_db in (20, 10):
+      groups[f'{name}, pink noise {snr_db} dB SNR'] = [
+        noisy(rng, x, s, snr_db, 1) for x, s in zip(around, spoken, strict=True)
+      ]
+  return groups
 
 
 def coloured(rng, n: int, alpha: float) -> np.ndarray:
@@ -134,6 +175,13 @@ def main():
   parser.add_argument('--which', default='best')
   parser.add_argument('--trn', action='append', default=[])
   parser.add_argument('--no_speech_units_per_second', type=float)
+  parser.add_argument('--no_speech_short_units', type=float)
+  parser.add_argument(
+    '--noise_draws',
+    type=int,
+    default=1,
+    help='draws of the non-speech sounds (new noise in each)',
+  )
   parser.add_argument('--seed', type=int, default=0)
   args = parser.parse_args()
   rng = np.random.default_rng(args.seed)
@@ -159,16 +207,38 @@ def main():
       cers.append(f'{lead:g}: {100 * metrics.cer(SENTENCES, hyps):.1f}%')
     print(f'  {name:12s}', '  '.join(cers))
 
+  counter = Recognizer.from_workdir(
+    args.workdir,
+    which=args.which,
+    # Thresholds nothing reaches: every input comes back with its cues.
+    no_speech_units_per_second=1e9,
+    no_speech_short_units=1e9,
+  )
+  run = restore.load_run(args.workdir, which=args.which)
   threshold = (
     rec.no_speech_units_per_second
     if args.no_speech_units_per_second is None
     else args.no_speech_units_per_second
   )
-  print(
-    f'2. Units of the CTC best path in its densest '
-    f'{no_speech.WINDOW_SECONDS:g} s; refused below {threshold:g}:'
+  short = (
+    rec.no_speech_short_units
+    if args.no_speech_short_units is None
+    else args.no_speech_short_units
   )
-  groups = {k: [int16(x) for x in v] for k, v in non_speech(rng).items()}
+  print(
+    f'2. No speech, {no_speech.WINDOW_SECONDS:g} s windows: units of the '
+    'CTC best path in the densest one, the same counted by their peak '
+    'posteriors (confident units), the share of the transcript differing '
+    f'from the best path; refused: below {threshold:g} confident units, '
+    f'unless at least {short:g} and at most '
+    f'{no_speech.MAX_DISAGREEMENT:.0%} differing; the old rule: below 3 '
+    'units.'
+  )
+  non_speech_groups = collections.defaultdict(list)
+  for _ in range(args.noise_draws):
+    for name, signals in non_speech(rng).items():
+      non_speech_groups[name] += signals
+  groups = {k: [int16(x) for x in v] for k, v in non_speech_groups.items()}
   for path in args.trn:
     items, _ = inputs.trn_items(path, None, rec.config.data.transcription)
     groups[path] = [item.load() for item in items]
@@ -184,24 +254,59 @@ def main():
     x[SR : SR + s.size] = s
     words += [int16(noisy(rng, x, s, snr, 1)) for snr in (20, 10)]
   groups['a word in 3 s of pink noise'] = words
-  # A threshold nothing reaches: every input comes back with its count.
-  counter = Recognizer.from_workdir(
-    args.workdir, which=args.which, beam_size=1, no_speech_units_per_second=1e9
-  )
+  for name, signals in short_replies(rng).items():
+    groups[name] = [int16(x) for x in signals]
   for name, signals in groups.items():
-    prepared, unreadable = [], 0
-    for i, x in enumerate(signals):
-      try:
-        prepared.append((i, counter.prepare(x, name)))
-      except audio.AudioError:  # Silent or too short: skipped before.
-        unreadable += 1
-    units = sorted(r.units for _, r in counter.decode_stream(prepared))
-    refused = sum(u < threshold for u in units)
-    print(
-      f'  {name}: {units[0]}-{units[-1]} units, refused {refused} of '
-      f'{len(units)}'
-      + (f' ({unreadable} silent or too short)' * bool(unreadable))
+    cues = _cues(counter, run, signals, name)
+    units, confident, differs = (np.array(c) for c in zip(*cues, strict=True))
+    refused = sum(
+      no_speech.judge(c, d, threshold, short) is not None
+      for c, d in zip(confident, differs, strict=True)
     )
+    print(
+      f'  {name}: units {units.min()}-{units.max()}, confident '
+      f'{confident.min():.2f}-{confident.max():.2f}, differing '
+      f'{differs.min():.0%}-{differs.max():.0%}; refused {refused} of '
+      f'{len(cues)} (old rule: {np.sum(units < 3)})'
+    )
+
+
+def _cues(counter, run, signals, name) -> list[tuple[int, float, float]]:
+  """(units, confident units, disagreement) of each decodable signal:
+  the rule's cues from `counter` (thresholds nothing reaches, so every
+  input comes back refused with its cues), the old count from `run`'s
+  CTC head."""
+  prepared = []
+  for i, x in enumerate(signals):
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter('ignore', audio.AudioWarning)
+        prepared.append((i, counter.prepare(x, f'{name} {i}')))
+    except audio.AudioError:  # Silent or too short: skipped before.
+      pass
+  if len(prepared) < len(signals):
+    print(f'  ({len(signals) - len(prepared)} of {name} silent or too short)')
+  refused = dict(counter.decode_stream(prepared))
+  window = no_speech.window_frames(run.config)
+  cues = []
+  for i, x in prepared:
+    feats, flen = features.featurize(
+      None, x[None], np.array([x.size]), run.config.features, False
+    )
+    enc = _encode(run.model, feats, flen)
+    frames = int(enc.enc_lengths_B[0])
+    best = np.asarray(enc.ctc_logits_BxSxV[0, :frames]).argmax(-1)
+    starts = np.flatnonzero((best != 0) & (best != np.r_[-1, best[:-1]]))
+    units = max(
+      np.sum((starts >= t) & (starts < t + window)) for t in range(frames)
+    )
+    cues.append((int(units), refused[i].units, refused[i].disagreement))
+  return cues
+
+
+@nnx.jit
+def _encode(model, feats_BxTxF, lengths_B):
+  return model.encode(feats_BxTxF, lengths_B)
 
 
 if __name__ == '__main__':

@@ -296,13 +296,19 @@ def get_config() -> ml_collections.ConfigDict:
   # 'bfloat16'); None = the run's train.compute_dtype.
   decode.compute_dtype = None
   # No-speech rule (las_jax/inference/no_speech.py): an input whose CTC
-  # best path emits fewer units than this in every second of it (in all of
-  # it when shorter) is skipped by name as holding no speech instead of
-  # decoded into invented text; 0 = off. Needs a CTC head (DeepSpeech2, or
-  # LAS with model.ctc_weight > 0). Demo model (no_speech.py's figures):
-  # noise, tones, hum, clicks 0-1, chords and melody 1-2; every eval
-  # utterance and espeak-ng speech at 10 dB SNR 5 or more; a lone
-  # one-syllable word may fall short (lower it for such recordings).
+  # best path emits fewer confident units than this (each unit counted by
+  # its peak posterior) in every second of it (in all of it when shorter)
+  # is skipped by name as holding no speech instead of decoded into
+  # invented text, unless it is a short reply (next field); 0 = off. Needs
+  # a CTC head (DeepSpeech2, or LAS with model.ctc_weight > 0). Demo model
+  # (no_speech.py's figures): noise, tones, hum, clicks, chords and a
+  # melody at most 2.75 (3.55 for 1 in 220 noise draws); every eval
+  # utterance and espeak-ng sentence at 10 dB SNR 4.27 or more.
   decode.no_speech_units_per_second = 3.0
+  # Fewer confident units are speech too when they add up to this and the
+  # transcript is what the CTC head hears (a short reply: '네', '아니요').
+  # Demo model: non-speech whose transcript the head hears, at most 0.72
+  # (hum heard as '음'); README gives the short words kept.
+  decode.no_speech_short_units = 0.75
 
   return config

@@ -81,29 +81,44 @@ def _best_path(logits_BxTxV, lengths_B, blank_id):
   return best_BxT, valid_BxT & (best_BxT != blank_id) & (best_BxT != prev_BxT)
 
 
-def densest_units(
+def densest_confident_units(
   logits_BxTxV: jax.Array, lengths_B: jax.Array, window: int, blank_id: int = 0
 ) -> jax.Array:
-  """Most units the best path emits in any `window` consecutive frames.
+  """Most confident units the best path emits in any `window` frames.
 
-  The best path is `ctc_greedy_decode`'s; a unit counts in the window of
-  its first frame. An utterance of fewer than `window` frames counts all
-  of its units.
+  Each unit the best path (`ctc_greedy_decode`'s) emits counts by its
+  peak posterior: the highest softmax probability of its label over the
+  frames of its run (a CTC spike's height). Confident spikes count about
+  1, a unit the head barely prefers to blank and other labels counts
+  less. A unit counts in the window of its first frame; an utterance of
+  fewer than `window` frames counts all of its units.
 
   Args:
-    logits_BxTxV: scores (logits or log-probs).
+    logits_BxTxV: logits or log-probabilities (softmax is taken).
     lengths_B: valid frames per utterance.
     window: frames per window, >= 1.
+    blank_id: index of the blank class.
 
   Returns:
-    int32 [B].
+    float32 [B].
   """
-  _, keep_BxT = _best_path(logits_BxTxV, lengths_B, blank_id)
-  counts_BxT1 = jnp.pad(jnp.cumsum(keep_BxT, axis=1), ((0, 0), (1, 0)))
-  w = min(window, keep_BxT.shape[1])
-  return jnp.max(counts_BxT1[:, w:] - counts_BxT1[:, :-w], axis=1).astype(
-    jnp.int32
+  best_BxT, start_BxT = _best_path(logits_BxTxV, lengths_B, blank_id)
+  b, t = best_BxT.shape
+  probs_BxT = jnp.max(jax.nn.softmax(logits_BxTxV.astype(jnp.float32)), -1)
+  # Frames of a unit's run: non-blank, valid, same label since its start.
+  valid_BxT = jnp.arange(t)[None, :] < lengths_B[:, None]
+  in_run_BxT = valid_BxT & (best_BxT != blank_id)
+  run_BxT = jnp.cumsum(start_BxT, axis=1) - 1  # Run index at each frame.
+  segment_BxT = jnp.where(
+    in_run_BxT, jnp.arange(b)[:, None] * t + run_BxT, b * t
   )
+  peak_R = jax.ops.segment_max(
+    probs_BxT.ravel(), segment_BxT.ravel(), num_segments=b * t + 1
+  )
+  weight_BxT = jnp.where(start_BxT, peak_R[segment_BxT], 0.0)
+  sums_BxT1 = jnp.pad(jnp.cumsum(weight_BxT, axis=1), ((0, 0), (1, 0)))
+  w = min(window, t)
+  return jnp.max(sums_BxT1[:, w:] - sums_BxT1[:, :-w], axis=1)
 
 
 def ctc_greedy_decode(

@@ -82,42 +82,51 @@ def test_greedy_decode_golden():
   np.testing.assert_array_equal(tokens[1, :4], [2, 0, 1, 1])
 
 
-def test_densest_units_golden():
-  frames = np.array(
-    [
-      [0, 1, 1, 0, 1, 2, 2, 0, 3, 3],  # Units start at frames 1, 4, 5, 8.
-      [2, 2, 0, 1, 1, 3, 3, 3, 1, 1],  # 3 valid frames: one unit.
-    ]
+def test_densest_confident_units_golden():
+  """Each unit of the best path counts by its run's highest posterior."""
+  # Best labels 0 1 1 0 2 2 3 0 over 8 frames (0 = blank): units 1 (frames
+  # 1-2, peak 0.9), 2 (frames 4-5, peak 0.6) and 3 (frame 6, 0.5).
+  best = [0, 1, 1, 0, 2, 2, 3, 0]
+  top = [0.8, 0.7, 0.9, 0.9, 0.4, 0.6, 0.5, 0.9]
+  probs = np.zeros((1, 8, 4))
+  for f, (label, p) in enumerate(zip(best, top, strict=True)):
+    probs[0, f] = (1 - p) / 3
+    probs[0, f, label] = p
+  logits = jnp.log(jnp.asarray(probs, jnp.float32))
+  fn = jax.jit(ctc.densest_confident_units, static_argnums=2)
+  lengths = jnp.array([8])
+  np.testing.assert_allclose(fn(logits, lengths, 1), [0.9], rtol=1e-5)
+  # Frames 4-6 hold the starts of units 2 and 3, frames 1-4 those of 1
+  # and 2, frames 1-6 all three.
+  np.testing.assert_allclose(fn(logits, lengths, 3), [1.1], rtol=1e-5)
+  np.testing.assert_allclose(fn(logits, lengths, 4), [1.5], rtol=1e-5)
+  np.testing.assert_allclose(fn(logits, lengths, 6), [2.0], rtol=1e-5)
+  np.testing.assert_allclose(fn(logits, lengths, 50), [2.0], rtol=1e-5)
+  # Frames past the length emit nothing: 5 valid frames end unit 2 at
+  # frame 4, before its peak.
+  np.testing.assert_allclose(
+    fn(logits, jnp.array([5]), 50), [0.9 + 0.4], rtol=1e-5
   )
-  logits = jax.nn.one_hot(frames, 4) * 5.0
-  lengths = jnp.array([10, 3])
-  fn = jax.jit(ctc.densest_units, static_argnums=2)
-  # Frames 4-5 hold two starts; no 4 frames hold three; frames 1-5 do.
-  np.testing.assert_array_equal(fn(logits, lengths, 1), [1, 1])
-  np.testing.assert_array_equal(fn(logits, lengths, 2), [2, 1])
-  np.testing.assert_array_equal(fn(logits, lengths, 4), [2, 1])
-  np.testing.assert_array_equal(fn(logits, lengths, 5), [3, 1])
-  # A window longer than the utterance counts all of its units, as
-  # ctc_greedy_decode does.
-  np.testing.assert_array_equal(fn(logits, lengths, 10), [4, 1])
-  np.testing.assert_array_equal(fn(logits, lengths, 50), [4, 1])
 
 
-def test_densest_units_match_a_sliding_count():
+def test_densest_confident_units_match_a_sliding_sum():
   rng = np.random.default_rng(0)
-  logits = rng.standard_normal((6, 40, 5)).astype(np.float32)
+  logits = 3 * rng.standard_normal((6, 40, 5)).astype(np.float32)
   lengths = np.array([40, 1, 17, 33, 39, 8])
-  _, n_units = ctc.ctc_greedy_decode(logits, lengths)
+  probs = np.asarray(jax.nn.softmax(logits))
   for window in (1, 3, 7, 25, 40):
-    got = np.asarray(ctc.densest_units(logits, lengths, window))
+    got = np.asarray(ctc.densest_confident_units(logits, lengths, window))
     for b, n in enumerate(lengths):
       best = logits[b, :n].argmax(-1)
-      starts = np.flatnonzero((best != 0) & (best != np.r_[-1, best[:-1]]))
-      want = max(
-        np.sum((starts >= t) & (starts < t + window)) for t in range(n)
-      )
-      assert got[b] == want, (b, window)
-    assert np.all(got <= np.asarray(n_units))
+      weight = np.zeros(n)
+      for f in range(n):
+        if best[f] != 0 and (f == 0 or best[f] != best[f - 1]):
+          end = f
+          while end < n and best[end] == best[f]:
+            end += 1
+          weight[f] = probs[b, f:end, best[f]].max()
+      want = max(weight[t : t + window].sum() for t in range(n))
+      np.testing.assert_allclose(got[b], want, rtol=1e-5, err_msg=str(window))
 
 
 @pytest.mark.parametrize('blank_id,t,v', [(0, 5, 3), (1, 4, 4)])

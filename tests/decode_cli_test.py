@@ -280,13 +280,14 @@ def test_no_speech_and_loops_are_reported_by_name(run_dir, corpus, tmp_path):
   naming its input."""
   trn = str(corpus / 'scripts' / 'eval_clean.trn')
   output = tmp_path / 'refused.jsonl'
-  # A threshold no utterance reaches: every decodable input is refused.
+  # Thresholds no utterance reaches: every decodable input is refused.
   summary, out, err = _decode(
     workdir=str(run_dir),
     paths=[trn],
     output=str(output),
     beam_size=1,
     no_speech_units_per_second=1000,
+    no_speech_short_units=1000,
   )
   # The readable lines of the list: 1, 3 and 5 (2 and 4 are bad lines),
   # each named by its audio file and its line.

@@ -8,6 +8,7 @@ deterministic, so invariances (file format, batching, padding) are exact.
 """
 
 import copy
+import functools
 import json
 
 import jax
@@ -404,11 +405,12 @@ def test_speech_from_the_first_sample_decodes_as_with_silence_around(run):
     assert 0 <= w.start <= w.end <= speech.size / SR
 
 
-def test_no_speech_rule_refuses_inputs_below_its_threshold(run):
-  """The rule counts the units of the CTC head's best path in the densest
-  second (computed here from the model's own CTC logits); an input with
-  fewer than the threshold gets '' and a warning naming it, and with as
-  many it decodes as without the rule."""
+def test_no_speech_rule_refuses_inputs_below_its_thresholds(run):
+  """The rule's cues are the CTC head's (computed here from the model's own
+  CTC logits): the best path's units in the densest second, each counted
+  by its peak posterior, and how much the transcript differs from the best
+  path. Below both thresholds an input gets '' and a warning naming it;
+  at either it decodes as without the rule."""
   import jax
 
   from las_jax import features
@@ -425,36 +427,54 @@ def test_no_speech_rule_refuses_inputs_below_its_threshold(run):
   )
   enc = run.model.encode(feats, flen)
   frames = int(enc.enc_lengths_B[0])
-  best = np.asarray(jax.numpy.argmax(enc.ctc_logits_BxSxV[0, :frames], -1))
-  starts = np.flatnonzero((best != 0) & (best != np.r_[-1, best[:-1]]))
+  probs = np.asarray(jax.nn.softmax(enc.ctc_logits_BxSxV[0, :frames]))
+  best = probs.argmax(-1)
+  weight = np.zeros(frames)
+  for f in np.flatnonzero((best != 0) & (best != np.r_[-1, best[:-1]])):
+    end = f + 1
+    while end < frames and best[end] == best[f]:
+      end += 1
+    weight[f] = probs[f:end, best[f]].max()
   window = no_speech.window_frames(run.config)
   assert window < frames  # The densest second, not the whole input.
-  units = max(
-    np.sum((starts >= t) & (starts < t + window)) for t in range(frames)
-  )
-  assert units >= 1
-  text = off.transcribe([x])
+  units = max(weight[t : t + window].sum() for t in range(frames))
+  assert units > 0
+  [text] = off.transcribe([x])
+  differs = no_speech.disagreement(best[weight > 0], run.vocab.encode(text))
 
-  def rec(threshold):
+  def rec(threshold, short):
     return Recognizer(
       run.model,
       run.config,
       run.vocab,
       beam_size=2,
       no_speech_units_per_second=threshold,
+      no_speech_short_units=short,
     )
 
-  assert rec(units).detects_no_speech and rec(units).transcribe([x]) == text
-  above = rec(units + 0.5)
+  at = rec(units - 1e-4, 1e9)
+  assert at.detects_no_speech and at.transcribe([x]) == [text]
+  above = rec(units + 1e-4, 1e9)
   with pytest.warns(
     audio.AudioWarning,
-    match=rf'^array 0: no speech found: the CTC head hears {units} unit',
+    match=rf'^array 0: no speech found: the CTC head hears {units:.2f} '
+    'confident unit',
   ):
     assert above.transcribe([x]) == ['']
   with pytest.warns(audio.AudioWarning):
     assert above.transcribe([x], nbest=True) == [[]]
   [(key, result)] = list(above.decode_stream([('k', samples)]))
-  assert key == 'k' and result == no_speech.NoSpeech(units, units + 0.5)
+  assert key == 'k' and result == no_speech.NoSpeech(
+    pytest.approx(units, abs=1e-4), pytest.approx(differs), units + 1e-4, 1e9
+  )
+  # Fewer units, but as many as a short reply needs: kept when the
+  # transcript is what the CTC head hears.
+  short = rec(units + 1e-4, units - 1e-4)
+  if differs <= no_speech.MAX_DISAGREEMENT:
+    assert short.transcribe([x]) == [text]
+  else:
+    with pytest.warns(audio.AudioWarning, match='not what it hears'):
+      assert short.transcribe([x]) == ['']
   # Without a CTC head there is no evidence: the rule is off.
   config = copy.deepcopy(run.config)
   config.model.ctc_weight = 0.0
@@ -462,7 +482,31 @@ def test_no_speech_rule_refuses_inputs_below_its_threshold(run):
     run.model, config, run.vocab, no_speech_units_per_second=3
   ).detects_no_speech
   with pytest.raises(ValueError, match='no_speech_units_per_second'):
-    rec(-1)
+    rec(-1, 0)
+  with pytest.raises(ValueError, match='no_speech_short_units'):
+    rec(3, -1)
+
+
+def test_no_speech_rule_keeps_short_transcripts_the_ctc_head_hears():
+  """Below `no_speech_units_per_second`, a transcript is speech when its
+  confident units reach `no_speech_short_units` and it differs from the
+  CTC best path in at most a third of its units."""
+  from las_jax.inference import no_speech
+
+  assert no_speech.disagreement([], []) == 0
+  assert no_speech.disagreement([5, 6, 7], [5, 6, 7]) == 0
+  assert no_speech.disagreement([5, 6, 7], [5, 9, 7]) == pytest.approx(1 / 3)
+  assert no_speech.disagreement([5], [5, 6, 6, 6]) == pytest.approx(3 / 4)
+  assert no_speech.disagreement([5, 6], []) == 1  # Nothing written.
+  judge = functools.partial(
+    no_speech.judge, units_per_second=3.0, short_units=0.75
+  )
+  assert judge(3.0, 1.0) is None  # Enough units, whatever is written.
+  assert judge(0.75, 0.0) is None and judge(2.9, 1 / 3) is None
+  assert judge(0.7, 0.0) == no_speech.NoSpeech(0.7, 0.0, 3.0, 0.75)
+  assert judge(2.9, 0.5) == no_speech.NoSpeech(2.9, 0.5, 3.0, 0.75)
+  assert 'not what it hears (50% of' in judge(2.9, 0.5).reason
+  assert 'no_speech_short_units=0.75' in judge(0.7, 0.0).reason
 
 
 def test_language_model_must_share_the_vocabulary(run_dir, tmp_path):
@@ -494,6 +538,8 @@ def test_deepspeech2_greedy_and_prefix_beam(tmp_path):
   config.model.encoder_layers = 1
   config.input.audio_buckets_s = (1.0,)
   config.input.trim_silence = False
+  # Random weights hear no speech anywhere.
+  config.decode.no_speech_units_per_second = 0.0
   vocab = Vocabulary.build(TEXTS)
   model = models.build_model(config.model, len(vocab), nnx.Rngs(0))
   x = to_int16(signal(0.6, seed=6))

@@ -179,7 +179,11 @@ def test_refuses_bad_uploads_and_keeps_serving(server, files):
 def test_refuses_uploads_without_speech(run, files):
   """An upload the no-speech rule refuses is a 400 naming it, not text."""
   rec = Recognizer(
-    run.model, run.config, run.vocab, no_speech_units_per_second=1000
+    run.model,
+    run.config,
+    run.vocab,
+    no_speech_units_per_second=1000,
+    no_speech_short_units=1000,
   )
   transcriber = web_demo.Transcriber(rec, None, MAX_UPLOAD_BYTES)
   with pytest.raises(web_demo.RequestError) as refused:

@@ -202,7 +202,7 @@ def search_batch(
   config: ml_collections.ConfigDict,
   options: SearchOptions,
   timestamps: bool = False,
-  speech_units: bool = False,
+  no_speech_cues: bool = False,
 ) -> dict[str, jax.Array]:
   """Transcribes a padded batch; jit-able.
 
@@ -216,9 +216,11 @@ def search_batch(
     options: the search.
     timestamps: also return what `alignment` needs to time the best
       hypothesis' units (a model with a CTC head only).
-    speech_units: also return `speech_units` [B] int32, the units the CTC
-      head's best path emits in the densest second (`no_speech`; a model
-      with a CTC head only).
+    no_speech_cues: also return what the no-speech rule judges by
+      (`no_speech`; a model with a CTC head only): `confident_units` [B]
+      float32, the best path's units in the densest second, each counted
+      by its peak posterior; `best_path` [B, S] int32 and
+      `best_path_lengths` [B] int32, the CTC head's best path.
 
   Returns:
     `tokens` [B, K, L] int32 (0 after each length), `lengths` [B, K] int32
@@ -227,7 +229,8 @@ def search_batch(
     `log_probs` [B, S, V] for `finish_on_host`. With `timestamps`, also
     `unit_log_probs` [B, S, L] (the CTC log-probabilities of the best
     hypothesis' units per encoder frame), `blank_log_probs` [B, S] and
-    `enc_lengths` [B]. With `speech_units`, also `speech_units` [B].
+    `enc_lengths` [B]. With `no_speech_cues`, also `confident_units`,
+    `best_path` and `best_path_lengths`.
 
   Raises:
     ValueError: timestamps of a model without a CTC head; a fusion weight
@@ -242,7 +245,7 @@ def search_batch(
     None, audio_BxN, lengths_B, config.features, False
   )
   enc = model.encode(feats_BxTxF, flen_B, train=False)
-  if (timestamps or speech_units) and enc.ctc_logits_BxSxV is None:
+  if (timestamps or no_speech_cues) and enc.ctc_logits_BxSxV is None:
     raise ValueError(
       'timestamps and the no-speech rule need the CTC head; this LAS has '
       'none (config.model.ctc_weight was 0)'
@@ -266,12 +269,15 @@ def search_batch(
     out['blank_log_probs'] = log_probs_BxSxV[..., Vocabulary.PAD_ID]
   if timestamps or options.host_prefix_search:
     out['enc_lengths'] = enc.enc_lengths_B
-  if speech_units:
-    out['speech_units'] = ctc.densest_units(
+  if no_speech_cues:
+    out['confident_units'] = ctc.densest_confident_units(
       enc.ctc_logits_BxSxV,
       enc.enc_lengths_B,
       no_speech.window_frames(config),
       Vocabulary.PAD_ID,
+    )
+    out['best_path'], out['best_path_lengths'] = ctc.ctc_greedy_decode(
+      enc.ctc_logits_BxSxV, enc.enc_lengths_B, Vocabulary.PAD_ID
     )
   return out
 

@@ -91,6 +91,7 @@ class Recognizer:
     max_tokens_per_second: float | None = None,
     compute_dtype: str | None = None,
     no_speech_units_per_second: float | None = None,
+    no_speech_short_units: float | None = None,
   ):
     """Wraps a model for decoding; options default to `config.decode`.
 
@@ -120,10 +121,15 @@ class Recognizer:
         means the run's `train.compute_dtype`. Sets the dtype of the model
         (and of the language model) in place.
       no_speech_units_per_second: an input whose CTC best path emits fewer
-        units in every second of it is refused as holding no speech
-        (`no_speech`); 0 turns the rule off; None uses
-        `config.decode.no_speech_units_per_second`. Ignored without a CTC
-        head (`detects_no_speech`).
+        confident units (each counted by its posterior) in every second of
+        it is refused as holding no speech, unless it is a short reply
+        (`no_speech_short_units`; `no_speech`); 0 turns the rule off; None
+        uses `config.decode.no_speech_units_per_second`. Ignored without
+        a CTC head (`detects_no_speech`).
+      no_speech_short_units: fewer confident units are speech too when
+        they are at least this many and the transcript is what the CTC
+        head hears (`no_speech.judge`); None uses
+        `config.decode.no_speech_short_units`.
 
     Raises:
       ValueError: an option is out of range, a CTC mode was asked of a
@@ -151,11 +157,14 @@ class Recognizer:
       if no_speech_units_per_second is None
       else no_speech_units_per_second
     )
-    if self.no_speech_units_per_second < 0:
-      raise ValueError(
-        'no_speech_units_per_second must be >= 0, got '
-        f'{self.no_speech_units_per_second}'
-      )
+    self.no_speech_short_units = float(
+      config.decode.no_speech_short_units
+      if no_speech_short_units is None
+      else no_speech_short_units
+    )
+    for name in ('no_speech_units_per_second', 'no_speech_short_units'):
+      if getattr(self, name) < 0:
+        raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
     if self.batch_size < 1:
       raise ValueError(f'batch_size must be >= 1, got {self.batch_size}')
     if language_model is not None and language_model.vocab != vocab:
@@ -766,7 +775,8 @@ class Recognizer:
           compute_dtype=self._compute_dtype,
           options=dataclasses.asdict(self.options),
           timestamps=timestamps,
-          speech_units=self.detects_no_speech,
+          # The no-speech rule's outputs (`batch_search.search_batch`).
+          no_speech_cues=self.detects_no_speech,
         ),
       )
       self.compile_seconds += time.perf_counter() - start
@@ -778,9 +788,17 @@ class Recognizer:
     out = batch_search.finish_on_host(outputs, len(keys), self.options)
     for b, key in enumerate(keys):
       if self.detects_no_speech:
-        units = int(out['speech_units'][b])
-        if units < self.no_speech_units_per_second:
-          yield key, no_speech.NoSpeech(units, self.no_speech_units_per_second)
+        refused = no_speech.judge(
+          float(out['confident_units'][b]),
+          no_speech.disagreement(
+            out['best_path'][b, : out['best_path_lengths'][b]],
+            _units(out, b, 0),
+          ),
+          self.no_speech_units_per_second,
+          self.no_speech_short_units,
+        )
+        if refused is not None:
+          yield key, refused
           continue
       hyps = []
       for k, score in enumerate(out['scores'][b]):
@@ -822,8 +840,17 @@ class Recognizer:
       self.config,
       self.options,
       timestamps,
-      speech_units=self.detects_no_speech,
+      no_speech_cues=self.detects_no_speech,
     )
+
+
+def _units(out: dict[str, np.ndarray], b: int, k: int) -> np.ndarray:
+  """Unit ids of row b's k-th hypothesis, end of sentence excluded (none
+  for an empty slot)."""
+  if not np.isfinite(out['scores'][b, k]):
+    return np.zeros(0, np.int32)
+  ids = out['tokens'][b, k, : out['lengths'][b, k]]
+  return ids[ids != Vocabulary.EOS_ID]
 
 
 def min_samples(config: ml_collections.ConfigDict) -> int:
