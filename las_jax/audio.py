@@ -579,22 +579,34 @@ _TRIM_MARGIN_DB = 10.0
 TRIM_RULE = 'edges, top_db and noise floor, v2'
 
 
-def _frame_powers(x_N: np.ndarray) -> np.ndarray:
+def frame_powers(
+  x_N: np.ndarray, frame: int = _TRIM_FRAME, hop: int = _TRIM_HOP
+) -> np.ndarray:
   """Mean square per centered frame, each frame's own mean removed.
 
-  librosa.feature.rms's frames (2048 samples every 512, centered, zero
-  padding, divided by 2048), so a zero-mean signal gets its values; a
-  constant offset, in part of a file or all of it, adds nothing.
+  librosa.feature.rms's frames (`frame` samples every `hop`, centered,
+  zero padding, divided by `frame`), so a zero-mean signal gets its
+  values squared; a constant offset, in part of a file or all of it, adds
+  nothing. Plain numpy: librosa's own first call compiles numba kernels
+  (seconds, tens of seconds with an empty numba cache).
+
+  Args:
+    x_N: float mono signal.
+    frame, hop: frame length and hop in samples.
+
+  Returns:
+    float64 [1 + N // hop].
   """
   n = x_N.size
   # Frame f covers samples [f * hop - frame / 2, f * hop + frame / 2) of
   # the zero-padded signal: clipped to the signal, the padding adds nothing
   # to the running sums (exactly: adding 0.0 is exact).
-  starts = np.arange(0, n + 1, _TRIM_HOP) - _TRIM_FRAME // 2
-  lo, hi = np.clip(starts, 0, n), np.clip(starts + _TRIM_FRAME, 0, n)
+  starts = np.arange(0, n + 1, hop) - frame // 2
+  lo, hi = np.clip(starts, 0, n), np.clip(starts + frame, 0, n)
+  x_N = x_N.astype(np.float64)
   sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (x_N, x_N * x_N)]
   total, squares = (c[hi] - c[lo] for c in sums)
-  return (squares - total**2 / (hi - lo)) / _TRIM_FRAME
+  return (squares - total**2 / np.maximum(hi - lo, 1)) / frame
 
 
 def trim_bounds(samples_N: np.ndarray, top_db: float = 30) -> tuple[int, int]:
@@ -619,7 +631,7 @@ def trim_bounds(samples_N: np.ndarray, top_db: float = 30) -> tuple[int, int]:
   if samples_N.size == 0:
     return 0, 0
   scale = 32768.0 if samples_N.dtype == np.int16 else 1.0
-  power_F = _frame_powers(samples_N.astype(np.float64) / scale)
+  power_F = frame_powers(samples_N.astype(np.float64) / scale)
   below_peak_F = power_F <= power_F.max() * 10 ** (-top_db / 10)
   floor = max(
     float(np.percentile(power_F, _TRIM_FLOOR_PERCENTILE)),

@@ -7,6 +7,7 @@ under noise (25 dB SNR), so the true speech boundaries are known.
 import io
 import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -94,6 +95,50 @@ def test_regions_start_and_end_within_0_3_s_of_the_speech(
     assert np.min(np.abs(ends - b)) <= 0.3, (b, regions)
   for s, e in regions:
     assert sum(a < e and s < b for a, b in truth) == 1
+
+
+def test_speech_frames_follow_librosa_effects_split(recording):
+  """The energy rule is librosa.effects.split's (the numerical
+  reference), frame for frame, on a zero-mean recording."""
+  import librosa
+
+  path, _ = recording
+  x = audio.read_audio(path)
+  splitter = long_form.Splitter(SR, max_seconds=6.5, min_speech=0.0)
+  loudest = splitter.loudest([x])
+  frame, hop = (
+    int(long_form.FRAME_SECONDS * SR),
+    int(long_form.HOP_SECONDS * SR),
+  )
+  y = x.astype(np.float32) / 32768
+  rms = librosa.feature.rms(y=y, frame_length=frame, hop_length=hop)
+  assert loudest == pytest.approx(float(rms.max()), rel=1e-3)
+  want = librosa.effects.split(
+    y, top_db=splitter.top_db, ref=loudest, frame_length=frame, hop_length=hop
+  )
+  got = splitter._speech(x, loudest, pause=0)
+  np.testing.assert_array_equal(np.array(got), want)
+
+
+def test_long_form_decoding_never_loads_librosa(recording):
+  """librosa's energy functions compile numba kernels on first use: 3 s
+  of every long-form run with a warm numba cache, 15-60 s with a cold one
+  (counted as decoding time). The decode path loads neither."""
+  path, _ = recording
+  code = (
+    'import sys\n'
+    'from las_jax.inference import long_form\n'
+    'from las_jax import audio\n'
+    f'blocks = lambda: audio.read_blocks({str(path)!r}, 16000)\n'
+    'splitter = long_form.Splitter(16000, max_seconds=6.5)\n'
+    'assert list(splitter.regions(blocks(), splitter.loudest(blocks())))\n'
+    "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+    "('librosa', 'numba')))\n"
+  )
+  out = subprocess.run(
+    [sys.executable, '-c', code], capture_output=True, text=True, check=True
+  )
+  assert out.stdout.strip() == '[]'
 
 
 def test_long_regions_are_cut_at_their_quietest_point():

@@ -6,9 +6,13 @@ long recording is therefore split into speech regions first:
 
 1. the file is read in blocks (`audio.read_blocks`): an hour of audio never
    sits in memory as float, and as int16 only the regions being decoded;
-2. a first pass finds the loudest frame; a second finds speech with
-   `librosa.effects.split` (frames within `top_db` of that frame are
-   speech; KoSpeech's silence rule, on energy), block by block;
+2. a first pass finds the loudest frame; a second finds speech block by
+   block as `librosa.effects.split` does (frames within `top_db` of that
+   frame are speech; KoSpeech's silence rule, on energy), on frame powers
+   with each frame's mean removed (`audio.frame_powers`: a DC offset is no
+   sound; plain numpy, where librosa's first call in a process compiles
+   numba kernels: 3 s, or 15-40 s with an empty numba cache, on 2 CPU
+   cores);
 3. speech intervals closer than `min_pause` join into one region, padded
    by `pad` on both sides (regions with less than `min_speech` of speech,
    clicks and breaths, are dropped); a region longer than `max_seconds` (the largest
@@ -18,7 +22,7 @@ long recording is therefore split into speech regions first:
    batches, one compiled program per bucket) and come back as `Segment`s
    with start and end seconds, text, score and, on request, word times.
 
-The energy detector, from librosa (already a dependency), against WebRTC's
+The energy detector, librosa's rule (already a dependency), against WebRTC's
 voice activity detector (`webrtcvad`, a C extension) with the same
 bridging, padding and cutting, on a 10-minute recording of the mini
 corpus's eval_clean utterances under noise at 25 dB SNR
@@ -34,9 +38,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator
 
-import librosa
 import numpy as np
 
+from las_jax import audio
 from las_jax.inference import alignment
 
 # Analysis frames of the energy detector: 25 ms windows every 10 ms.
@@ -97,15 +101,16 @@ class Splitter:
 
   def loudest(self, blocks: Iterable[np.ndarray]) -> float:
     """The RMS of the loudest analysis frame (the reference of `top_db`)."""
-    frame, hop = self._samples(FRAME_SECONDS), self._samples(HOP_SECONDS)
     peak = 0.0
     for block in blocks:
-      if block.size >= frame:
-        rms = librosa.feature.rms(
-          y=block.astype(np.float32) / 32768, frame_length=frame, hop_length=hop
-        )
-        peak = max(peak, float(rms.max()))
+      if block.size >= self._samples(FRAME_SECONDS):
+        peak = max(peak, float(np.sqrt(self._powers(block).max())))
     return peak
+
+  def _powers(self, block: np.ndarray) -> np.ndarray:
+    """Mean square of each analysis frame of int16 samples, full scale 1."""
+    frame, hop = self._samples(FRAME_SECONDS), self._samples(HOP_SECONDS)
+    return audio.frame_powers(block.astype(np.float64) / 32768, frame, hop)
 
   def regions(
     self, blocks: Iterable[np.ndarray], loudest: float
@@ -145,17 +150,19 @@ class Splitter:
       buf, start = buf[keep:], start + keep
 
   def _speech(self, buf, loudest, pause) -> list[list[int]]:
-    """Speech intervals of `buf` (librosa), pauses < `pause` bridged."""
-    frame, hop = self._samples(FRAME_SECONDS), self._samples(HOP_SECONDS)
-    if loudest <= 0 or buf.size < frame:
+    """Speech intervals of `buf` (`librosa.effects.split`'s rule), pauses
+    < `pause` bridged."""
+    hop = self._samples(HOP_SECONDS)
+    if loudest <= 0 or buf.size < self._samples(FRAME_SECONDS):
       return []
-    intervals = librosa.effects.split(
-      buf.astype(np.float32) / 32768,
-      top_db=self.top_db,
-      ref=loudest,
-      frame_length=frame,
-      hop_length=hop,
-    )
+    # librosa's amplitude_to_db floor (amin 1e-5) on both sides.
+    floor = 1e-10
+    speech_F = np.maximum(self._powers(buf), floor) > max(
+      loudest**2, floor
+    ) * 10 ** (-self.top_db / 10)
+    # Runs of speech frames as [first, end) frames, then samples.
+    edges = np.flatnonzero(np.diff(np.r_[False, speech_F, False]))
+    intervals = np.minimum(edges * hop, buf.size).reshape(-1, 2)
     spans: list[list[int]] = []
     for s, e in intervals:
       if spans and s - spans[-1][1] < pause:
@@ -178,11 +185,11 @@ class Splitter:
     hop = self._samples(HOP_SECONDS)
     pieces = []
     while hi - lo > limit:
-      search = buf[lo + limit - window : lo + limit].astype(np.float32) / 32768
-      rms = librosa.feature.rms(
-        y=search, frame_length=hop, hop_length=hop, center=False
-      )[0]
-      cut = lo + limit - window + int(np.argmin(rms)) * hop
+      search = buf[lo + limit - window : lo + limit].astype(np.float64)
+      power = np.mean(
+        search[: search.size // hop * hop].reshape(-1, hop) ** 2, 1
+      )
+      cut = lo + limit - window + int(np.argmin(power)) * hop
       pieces.append((lo, cut))
       lo = cut
     pieces.append((lo, hi))
