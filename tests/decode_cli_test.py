@@ -162,6 +162,23 @@ def test_trn_list_reports_error_rates(run_dir, corpus, tmp_path):
   saved = json.loads(output.with_suffix('.summary.json').read_text())
   assert saved['utterances'] == 3 and saved['rates']['cer'] == rates.cer
   assert len(out.splitlines()) == 3
+  # How the figures were made: the model as given and as resolved (the
+  # latest checkpoint is step 5), the search as given (beam 1) and as the
+  # run's config resolves it (joint CTC/attention at the training weight).
+  settings = saved['settings']
+  assert settings == summary.settings
+  assert settings['workdir'] == str(run_dir) and settings['which'] == 'latest'
+  assert settings['checkpoint'] == str(
+    (run_dir / 'checkpoints' / '5').absolute()
+  )
+  assert settings['model'] == 'las' and settings['language_model'] is None
+  assert settings['beam_size'] == 1 and settings['ctc_mode'] == 'joint'
+  assert settings['ctc_weight'] == 0.3 and settings['lm_weight'] == 0.0
+  assert settings['length_bonus'] == 0.0 and settings['length_penalty'] == 0.6
+  assert settings['compute_dtype'] == 'float32'
+  assert settings['no_speech_units_per_second'] is None  # Off (tiny).
+  assert settings['timestamps'] is False and settings['long_form'] is False
+  assert f'Settings: workdir={run_dir}, which=latest, checkpoint=' in err
 
 
 def test_tfds_split_decodes_like_its_trn_list(run_dir, corpus, tmp_path):

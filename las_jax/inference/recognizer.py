@@ -30,6 +30,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -92,6 +93,7 @@ class Recognizer:
     compute_dtype: str | None = None,
     no_speech_units_per_second: float | None = None,
     no_speech_short_units: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
   ):
     """Wraps a model for decoding; options default to `config.decode`.
 
@@ -130,6 +132,9 @@ class Recognizer:
         they are at least this many and the transcript is what the CTC
         head hears (`no_speech.judge`); None uses
         `config.decode.no_speech_short_units`.
+      checkpoint: where the model's weights came from (a checkpoint step
+        or an exported model's directory), for `settings`; None for a
+        model built in Python.
 
     Raises:
       ValueError: an option is out of range, a CTC mode was asked of a
@@ -200,6 +205,7 @@ class Recognizer:
     self.frame_seconds = alignment.encoder_frame_seconds(config)
     # Seconds spent compiling, so callers can report it apart from decoding.
     self.compile_seconds = 0.0
+    self.checkpoint = None if checkpoint is None else Path(checkpoint)
 
   # ------------------------------------------------------------ loading --
 
@@ -287,7 +293,40 @@ class Recognizer:
       lm_run = restore.load_language_model(lm_workdir)
       restore.check_same_vocabulary(run, lm_run)
       options['language_model'] = lm_run
-    return cls(run.model, run.config, run.vocab, **options)
+    return cls(
+      run.model, run.config, run.vocab, checkpoint=run.checkpoint, **options
+    )
+
+  @property
+  def settings(self) -> dict[str, Any]:
+    """What decides the transcripts besides the audio, JSON-able: the
+    model's and language model's weights (`checkpoint`: a checkpoint step
+    or an exported model's directory; null when built in Python), the
+    search (`batch_search.SearchOptions`; `lm_weight` 0 without a
+    language model), the compute dtype, silence trimming and the no-speech
+    rule (its thresholds null when it is off)."""
+    lm = self.language_model
+    no_speech_rule = self.detects_no_speech
+    return dict(
+      checkpoint=None if self.checkpoint is None else str(self.checkpoint),
+      model=self.config.model.name,
+      language_model=None if lm is None else str(lm.checkpoint),
+      **dataclasses.asdict(self.options)
+      | dict(lm_weight=self.options.lm_weight if lm is not None else 0.0),
+      compute_dtype=self._compute_dtype,
+      trim_silence=bool(self.config.input.trim_silence),
+      trim_top_db=(
+        float(self.config.input.trim_top_db)
+        if self.config.input.trim_silence
+        else None
+      ),
+      no_speech_units_per_second=(
+        self.no_speech_units_per_second if no_speech_rule else None
+      ),
+      no_speech_short_units=(
+        self.no_speech_short_units if no_speech_rule else None
+      ),
+    )
 
   @property
   def beam_size(self) -> int:

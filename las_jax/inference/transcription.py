@@ -76,6 +76,10 @@ class Summary:
   # Of the skipped inputs, those without speech: refused by the no-speech
   # rule (`no_speech`), or long recordings with no speech region.
   no_speech: int = 0
+  # How the figures were made: the model (as given, and the checkpoint it
+  # resolved to), the search, language model, compute dtype, trimming and
+  # no-speech rule (`Recognizer.settings`), timestamps and long-form.
+  settings: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def real_time_factor(self) -> float | None:
@@ -122,6 +126,14 @@ class Summary:
       'loops (a 2+ unit n-gram repeated 3+ times in a row, or as many units '
       'as the token limit allows).'
     )
+    if self.settings:
+      lines.append(
+        'Settings: '
+        + ', '.join(
+          f'{k}={v}' for k, v in self.settings.items() if v is not None
+        )
+        + '.'
+      )
     return '\n'.join(lines)
 
 
@@ -374,6 +386,8 @@ def transcribe_items(
     ),
     loops=loops,
     no_speech=no_speech,
+    settings=recognizer.settings
+    | dict(timestamps=timestamps, long_form=long_form),
   )
 
 
@@ -533,6 +547,11 @@ def run(
       formats=formats,
       format_dir=out_path.with_suffix(''),
     )
+  # The model as given, beside the checkpoint it resolved to: a run
+  # directory and which of its checkpoints, or an exported model.
+  given = dict(workdir=workdir, which=which) if workdir is not None else {}
+  given |= dict(model_dir=model) if model is not None else {}
+  summary = dataclasses.replace(summary, settings=given | summary.settings)
   summary_path = out_path.with_suffix('.summary.json')
   summary_path.write_text(json.dumps(summary.to_dict(), indent=2) + '\n')
   print(summary.report(), file=stderr)
