@@ -6,8 +6,9 @@
 Builds a recording from the test split's utterances (`--split`, default
 eval_clean) joined by pauses of 0.5-2 s under noise at `--snr_db`, writes it
 as a 16 kHz WAV, then:
-1. segments it with `long_form.Splitter` (energy, `librosa.effects.split`'s rule) and, when the
-   `webrtcvad` package is installed (`pip install webrtcvad-wheels`), with
+1. segments it with `long_form.Splitter` (energy, `librosa.effects.split`'s
+   rule) and, when the `webrtcvad` package is installed (`pip install
+   webrtcvad-wheels`), with
    WebRTC's voice activity detector (aggressiveness 0-3, 30 ms frames,
    the same pause bridging, padding and cutting), and prints for each how
    many true utterance boundaries (start and end of each utterance's
