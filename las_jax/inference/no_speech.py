@@ -56,7 +56,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import editdistance
 import ml_collections
 
 from las_jax.inference import alignment
@@ -78,6 +77,10 @@ def window_frames(config: ml_collections.ConfigDict) -> int:
 def disagreement(best_path: Sequence[int], hypothesis: Sequence[int]) -> float:
   """Unit edit distance between the CTC best path and a transcript, over
   the longer of the two; 0 when both are empty."""
+  # Host-side only: the compiled search imports this module, and the
+  # accelerator hosts' images need not carry editdistance.
+  import editdistance  # noqa: PLC0415
+
   longer = max(len(best_path), len(hypothesis))
   if not longer:
     return 0.0
