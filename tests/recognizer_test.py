@@ -475,6 +475,18 @@ def test_no_speech_rule_refuses_inputs_below_its_thresholds(run):
   else:
     with pytest.warns(audio.AudioWarning, match='not what it hears'):
       assert short.transcribe([x]) == ['']
+  # A CTC-only search's transcript agrees with the best path whatever it
+  # hears: no short-reply exemption, the count alone decides.
+  ctc_only = Recognizer(
+    run.model,
+    run.config,
+    run.vocab,
+    ctc_mode='ctc',
+    no_speech_units_per_second=units + 1e-4,
+    no_speech_short_units=0.0,
+  )
+  with pytest.warns(audio.AudioWarning, match='CTC-only search'):
+    assert ctc_only.transcribe([x]) == ['']
   # Without a CTC head there is no evidence: the rule is off.
   config = copy.deepcopy(run.config)
   config.model.ctc_weight = 0.0
@@ -507,6 +519,10 @@ def test_no_speech_rule_keeps_short_transcripts_the_ctc_head_hears():
   assert judge(2.9, 0.5) == no_speech.NoSpeech(2.9, 0.5, 3.0, 0.75)
   assert 'not what it hears (50% of' in judge(2.9, 0.5).reason
   assert 'no_speech_short_units=0.75' in judge(0.7, 0.0).reason
+  # A CTC-only search's transcript is no second opinion: the count alone.
+  assert judge(2.9, None) == no_speech.NoSpeech(2.9, None, 3.0, 0.75)
+  assert 'CTC-only search' in judge(2.9, None).reason
+  assert judge(3.0, None) is None
 
 
 def test_language_model_must_share_the_vocabulary(run_dir, tmp_path):

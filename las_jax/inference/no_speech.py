@@ -23,7 +23,9 @@ is said. The rule (`judge`) has two cues, both from the CTC head:
    hears: not empty, and at most `MAX_DISAGREEMENT` of its units differ
    from the best path. Where there is nothing to hear, the attention
    decoder writes what the CTC head does not ('쳋ㅈ쳋쳋' over one weak
-   'ㅈ'); the two agree on a word that is said.
+   'ㅈ'); the two agree on a word that is said. A CTC-only search
+   (DeepSpeech2, 'ctc' mode) has no second transcript: its own always
+   agrees with its best path, noise or not, so only the count applies.
 
 Measured with the demo model (runs/mini of `make demo`: LAS with a CTC
 head, spm_jamo units; 2026-11-30; benchmarks/lead_in_and_no_speech_bench.py
@@ -93,21 +95,27 @@ class NoSpeech:
 
   Attributes:
     units: confident units in the densest second (`judge`).
-    disagreement: of the transcript with the CTC best path (`disagreement`).
+    disagreement: of the transcript with the CTC best path (`disagreement`);
+      None when the search was the CTC head's own (no second opinion).
     threshold: the `no_speech_units_per_second` it fell short of.
     short_threshold: the `no_speech_short_units` a short transcript the
       head hears needs.
   """
 
   units: float
-  disagreement: float
+  disagreement: float | None
   threshold: float
   short_threshold: float
 
   @property
   def reason(self) -> str:
     """Why the input was skipped, for 'Skipping NAME: reason' lines."""
-    if self.disagreement > MAX_DISAGREEMENT:
+    if self.disagreement is None:
+      short = (
+        'and a CTC-only search gives no second transcript to admit a short '
+        'reply'
+      )
+    elif self.disagreement > MAX_DISAGREEMENT:
       short = (
         'and the transcript is not what it hears '
         f'({self.disagreement:.0%} of units differ from its best path)'
@@ -121,13 +129,15 @@ class NoSpeech:
       f'no speech found: the CTC head hears {self.units:.2f} confident '
       'unit(s) in its densest second, fewer than '
       f'no_speech_units_per_second={self.threshold:g}, {short} (noise, a '
-      'tone or music; see las_jax/inference/no_speech.py)'
+      'tone or music, or a word the model hears weakly; '
+      '--no_speech_units_per_second=0 turns the rule off; see '
+      'las_jax/inference/no_speech.py)'
     )
 
 
 def judge(
   units: float,
-  differs: float,
+  differs: float | None,
   units_per_second: float,
   short_units: float,
 ) -> NoSpeech | None:
@@ -136,7 +146,10 @@ def judge(
   Args:
     units: confident units of the CTC best path in the densest second
       (`ctc.densest_confident_units`).
-    differs: `disagreement` of the best transcript with the best path.
+    differs: `disagreement` of the best transcript with the best path;
+      None when the transcript is the CTC head's own (CTC-only search:
+      DeepSpeech2, 'ctc' mode), which agrees with its best path whatever
+      it hears, noise included, so it cannot admit a short reply.
     units_per_second: `no_speech_units_per_second`: speech at this many
       confident units or more.
     short_units: `no_speech_short_units`: fewer units are speech too when
@@ -146,6 +159,13 @@ def judge(
   """
   if units >= units_per_second:
     return None
-  if differs <= MAX_DISAGREEMENT and units >= short_units:
+  if (
+    differs is not None and differs <= MAX_DISAGREEMENT and units >= short_units
+  ):
     return None
-  return NoSpeech(float(units), float(differs), units_per_second, short_units)
+  return NoSpeech(
+    float(units),
+    None if differs is None else float(differs),
+    units_per_second,
+    short_units,
+  )

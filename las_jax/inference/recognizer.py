@@ -829,7 +829,9 @@ class Recognizer:
       if self.detects_no_speech:
         refused = no_speech.judge(
           float(out['confident_units'][b]),
-          no_speech.disagreement(
+          None
+          if self.options.ctc_mode == 'ctc'
+          else no_speech.disagreement(
             out['best_path'][b, : out['best_path_lengths'][b]],
             _units(out, b, 0),
           ),
