@@ -212,6 +212,34 @@ def test_segments_decode_like_their_regions(run_dir, recording):
   assert text == ' '.join(g.text for g in rec.transcribe_long(kept) if g.text)
 
 
+def test_regions_the_no_speech_rule_refuses_are_named(run_dir, recording):
+  """A refused region is left out with a warning giving its times, one
+  per region (a rule that refuses everything here)."""
+  path, _ = recording
+  rec = Recognizer.from_workdir(
+    run_dir,
+    beam_size=1,
+    no_speech_units_per_second=1e9,
+    no_speech_short_units=1e9,
+  )
+  with pytest.warns(audio.AudioWarning) as caught:
+    assert rec.transcribe_long(path) == []
+  left_out = [str(w.message) for w in caught if 'left out' in str(w.message)]
+  splitter = long_form.Splitter(SR, max_seconds=rec.max_seconds)
+  whole = audio.read_audio(path)
+  regions = list(splitter.regions([whole], splitter.loudest([whole])))
+  # Each region's speech times, as its segment's would be (in any order:
+  # regions are decoded in length buckets).
+  want = []
+  for first, region in regions:
+    kept, offset = rec.prepare_span(region, 'region')
+    lo = max(first, first + offset)
+    hi = min(first + region.size, first + offset + kept.size)
+    want.append(f'{path}: the region at {lo / SR:.2f}-{hi / SR:.2f} s ')
+  assert sorted(m[: m.index(' s ') + 3] for m in left_out) == sorted(want)
+  assert 'no speech found' in left_out[0]
+
+
 def test_decode_cli_writes_segments_and_subtitles(run_dir, recording, tmp_path):
   path, _ = recording
   silent = tmp_path / 'silent.wav'

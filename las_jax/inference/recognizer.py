@@ -629,7 +629,8 @@ class Recognizer:
     Returns:
       The segments in time order, with start and end seconds from the
       recording's first sample; regions without speech (too short or
-      silent once trimmed, or refused by the no-speech rule) are left out.
+      silent once trimmed, or refused by the no-speech rule: each of those
+      with an `audio.AudioWarning` naming its times) are left out.
 
     Raises:
       audio.AudioError: the file cannot be read (naming it).
@@ -674,9 +675,18 @@ class Recognizer:
 
     segments = []
     for i, hyps in self.decode_stream(prepared(), timestamps=timestamps):
-      if not hyps or isinstance(hyps, no_speech.NoSpeech):
-        continue
       first, (start, end) = spans[i]
+      if isinstance(hyps, no_speech.NoSpeech):
+        # Left out, but said: a short word between sentences can be refused.
+        warnings.warn(
+          f'{name}: the region at {start / rate:.2f}-{end / rate:.2f} s is '
+          f'left out: {hyps.reason}',
+          audio.AudioWarning,
+          stacklevel=2,
+        )
+        continue
+      if not hyps:
+        continue
       best = self.shifted(hyps[0], first, (start, end))
       segments.append(
         long_form.Segment(
