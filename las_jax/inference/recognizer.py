@@ -311,8 +311,7 @@ class Recognizer:
       checkpoint=None if self.checkpoint is None else str(self.checkpoint),
       model=self.config.model.name,
       language_model=None if lm is None else str(lm.checkpoint),
-      **dataclasses.asdict(self.options)
-      | dict(lm_weight=self.options.lm_weight if lm is not None else 0.0),
+      **dataclasses.asdict(self.options),  # lm_weight 0 without an LM.
       compute_dtype=self._compute_dtype,
       trim_silence=bool(self.config.input.trim_silence),
       trim_top_db=(
